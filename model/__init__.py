@@ -1,0 +1,31 @@
+"""The model layer: Qwen2-Audio loading, audio decoding, prompts and the streaming worker.
+
+Nothing here imports Gradio. ``from model import ModelWorker, GenerationParams`` is the public API.
+"""
+
+from .audio import SAMPLE_RATE, AudioLimits, decode_audio, split_windows
+from .conversation import BASE_TASK_LANGUAGES, BASE_TASKS, AudioInfo, PreparedPrompt, base_task_prompt
+from .errors import (
+    AudioDecodeError,
+    AudioError,
+    AudioTooLargeError,
+    AudioTooLongError,
+    CheckpointLoadError,
+    ContextTooLongError,
+    ConversationError,
+    GenerationFailedError,
+    GenerationOutOfMemoryError,
+    WorkerBusyError,
+    WorkerError,
+)
+from .loading import DEFAULT_CHECKPOINT
+from .params import GenerationParams, InvalidParamsError
+from .worker import ModelWorker, ReplyStream, WorkerInfo
+
+__all__ = [
+    "AudioDecodeError", "AudioError", "AudioInfo", "AudioLimits", "AudioTooLargeError", "AudioTooLongError",
+    "BASE_TASKS", "BASE_TASK_LANGUAGES", "CheckpointLoadError", "ContextTooLongError", "ConversationError",
+    "DEFAULT_CHECKPOINT", "GenerationFailedError", "GenerationOutOfMemoryError", "GenerationParams",
+    "InvalidParamsError", "ModelWorker", "PreparedPrompt", "ReplyStream", "SAMPLE_RATE", "WorkerBusyError",
+    "WorkerError", "WorkerInfo", "base_task_prompt", "decode_audio", "split_windows",
+]

@@ -1,0 +1,456 @@
+"""The process-wide model worker: conversation in, streamed text out, one generation at a time.
+
+A request travels: ``stream()`` (caller's thread) validates the conversation, decodes and windows its
+audio, renders the prompt and runs the processor; the request then waits in a FIFO queue; the single
+generation thread, which owns the device, runs ``model.generate`` with a streamer that turns every
+token into text at once; the caller's :class:`ReplyStream` yields those pieces. Closing the stream
+cancels the request: a waiting one leaves the queue, a running one stops after the current token.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .audio import SAMPLE_RATE, AudioLimits, decode_audio
+from .conversation import PreparedPrompt, PromptBuilder
+from .errors import (
+    ContextTooLongError,
+    GenerationFailedError,
+    GenerationOutOfMemoryError,
+    WorkerBusyError,
+    WorkerError,
+)
+from .loading import DEFAULT_CHECKPOINT, Placement, load_model_and_processor, locate_checkpoint, resolve_placement
+from .params import GenerationParams
+from .streaming import IncrementalDetokenizer
+
+logger = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What the worker runs, for headers, logs and ``/v1/models``."""
+
+    checkpoint: str
+    family: str  # "chat" (has a chat template, e.g. -Instruct) or "base" (Qwen/Qwen2-Audio-7B: task prompts)
+    device: str
+    dtype: str
+    random_weights: bool  # True for the tiny test checkpoint: its answers are gibberish
+    context_length: int
+    parameters: int
+
+    @property
+    def label(self) -> str:
+        name = self.checkpoint.rstrip("/").split("/")[-1] if "/" in self.checkpoint else self.checkpoint
+        suffix = " — RANDOM WEIGHTS, answers are gibberish" if self.random_weights else ""
+        return f"{name} ({self.family}) on {self.device.upper()} in {self.dtype}{suffix}"
+
+
+class _Request:
+    _ids = itertools.count(1)
+
+    def __init__(self, inputs: Any, generate_kwargs: dict[str, Any], seed: int | None, prepared: PreparedPrompt):
+        self.id = next(self._ids)
+        self.inputs = inputs
+        self.generate_kwargs = generate_kwargs
+        self.seed = seed
+        self.prepared = prepared
+        self.prompt_tokens = int(inputs["input_ids"].shape[1])
+        self.out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.cancelled = threading.Event()
+        self.started = threading.Event()
+        self.finished = threading.Event()
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None  # "stop", "length" or "cancelled"
+        self.enqueued_at = time.perf_counter()
+
+
+class ReplyStream(Iterator[str]):
+    """Iterator over the text pieces of one reply; ``"".join(stream)`` is the whole reply.
+
+    Closing it (``close()``, leaving a ``with`` block, or dropping it) cancels the request. Errors
+    raised during generation come out of ``next()`` as :class:`WorkerError` subclasses.
+    """
+
+    def __init__(self, worker: "ModelWorker", request: _Request):
+        self._worker = worker
+        self._request = request
+        self._closed = False
+
+    # What was done with the input, available before the first piece.
+    @property
+    def prepared(self) -> PreparedPrompt:
+        return self._request.prepared
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._request.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self._request.completion_tokens
+
+    @property
+    def finish_reason(self) -> str | None:
+        """"stop" (end of reply), "length" (max_new_tokens reached) or "cancelled"; None while running."""
+        return self._request.finish_reason
+
+    @property
+    def position(self) -> int | None:
+        """Requests ahead of this one: 0 while it generates, None once it has finished or was closed."""
+        return self._worker._position(self._request)
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Block until generation of this request has begun (True) or ``timeout`` passes (False)."""
+        return self._request.started.wait(timeout)
+
+    def __iter__(self) -> "ReplyStream":
+        return self
+
+    def __next__(self) -> str:
+        if self._closed:
+            raise StopIteration
+        item = self._request.out.get()
+        if item is _DONE:
+            self._closed = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._closed = True
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Cancel the request if it is still waiting or running; safe to call more than once."""
+        if not self._request.finished.is_set():
+            self._worker._cancel(self._request)
+        self._closed = True
+
+    def __enter__(self) -> "ReplyStream":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
+
+
+class _TokenStreamer:
+    """The ``streamer`` handed to ``generate``: decodes each new token and queues the text at once."""
+
+    def __init__(self, request: _Request, tokenizer: Any):
+        self._request = request
+        self._skip_prompt = True
+        self._detok = IncrementalDetokenizer(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+
+    def put(self, value: Any) -> None:
+        if self._skip_prompt:  # generate() first passes the whole prompt
+            self._skip_prompt = False
+            return
+        for token_id in value.reshape(-1).tolist():
+            self._request.completion_tokens += 1
+            piece = self._detok.push(token_id)
+            if piece:
+                self._request.out.put(piece)
+
+    def end(self) -> None:
+        rest = self._detok.flush()
+        if rest:
+            self._request.out.put(rest)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self._detok.token_ids
+
+
+def _cancel_criteria(event: threading.Event):
+    import torch
+    from transformers import StoppingCriteria
+
+    class CancelCriteria(StoppingCriteria):
+        """Stops generation after the current token once the request is cancelled."""
+
+        def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001 - transformers' signature
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return CancelCriteria()
+
+
+class ModelWorker:
+    """Owns one Qwen2-Audio model and processor; streams replies to conversations one at a time.
+
+    Create it with :meth:`from_pretrained` (the process-wide singleton) and pass it to whoever needs it.
+    """
+
+    _instances: dict[tuple[Any, ...], "ModelWorker"] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        checkpoint: str,
+        placement: Placement,
+        audio_limits: AudioLimits | None = None,
+        default_max_new_tokens: int = 512,
+        max_queue: int | None = None,
+    ):
+        self.model = model
+        self.processor = processor
+        self.placement = placement
+        self.audio_limits = audio_limits or AudioLimits()
+        self.default_max_new_tokens = default_max_new_tokens
+        self.max_queue = max_queue
+        tokenizer = processor.tokenizer
+        # A second tokenizer object for decoding in the generation thread, so it never shares the
+        # Rust tokenizer with a caller thread that is encoding (which can fail with "Already borrowed").
+        self._decode_tokenizer = copy.deepcopy(tokenizer)
+        self._encode_lock = threading.Lock()
+        self._builder = PromptBuilder(
+            chat_template=getattr(processor, "chat_template", None),
+            apply_chat_template=processor.apply_chat_template,
+            special_tokens=[t for t in tokenizer.all_special_tokens] + list(getattr(tokenizer, "added_tokens_encoder", {})),
+            decode=decode_audio,
+            limits=self.audio_limits,
+        )
+        text_config = getattr(model.config, "text_config", model.config)
+        self.info = WorkerInfo(
+            checkpoint=checkpoint,
+            family="chat" if self._builder.is_chat else "base",
+            device=placement.device,
+            dtype=placement.dtype,
+            random_weights=bool(getattr(model.config, "tiny_random", False)),
+            context_length=int(getattr(text_config, "max_position_embeddings", 8192)),
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
+        self._cv = threading.Condition()
+        self._waiting: deque[_Request] = deque()
+        self._running: _Request | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="model-worker", daemon=True)
+        self._thread.start()
+        logger.info("worker ready: %s", self.info.label)
+
+    # ----------------------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str = DEFAULT_CHECKPOINT,
+        device: str = "auto",
+        dtype: str = "auto",
+        *,
+        audio_limits: AudioLimits | None = None,
+        default_max_new_tokens: int = 512,
+        max_queue: int | None = None,
+    ) -> "ModelWorker":
+        """Load ``checkpoint`` (hub id or local directory) and return the process-wide worker for it.
+
+        A second call with the same arguments returns the same worker. Raises CheckpointLoadError
+        with one sentence when the checkpoint cannot be found, downloaded or loaded.
+        """
+        key = (checkpoint, device, dtype, audio_limits or AudioLimits(), default_max_new_tokens, max_queue)
+        with cls._instances_lock:
+            worker = cls._instances.get(key)
+            if worker is None:
+                placement = resolve_placement(device, dtype)
+                path = locate_checkpoint(checkpoint)
+                model, processor = load_model_and_processor(path, placement)
+                worker = cls(
+                    model,
+                    processor,
+                    checkpoint=checkpoint,
+                    placement=placement,
+                    audio_limits=audio_limits,
+                    default_max_new_tokens=default_max_new_tokens,
+                    max_queue=max_queue,
+                )
+                cls._instances[key] = worker
+            return worker
+
+    @property
+    def family(self) -> str:
+        """"chat" or "base"; the UI offers free chat for the first and task prompts for the second."""
+        return self.info.family
+
+    # ----------------------------------------------------------------------------- public API
+    def prepare(self, messages: Sequence[dict[str, Any]]) -> PreparedPrompt:
+        """Validate, decode and render ``messages`` without generating (raises the same errors as stream)."""
+        return self._builder.build(messages)
+
+    def stream(self, messages: Sequence[dict[str, Any]], params: GenerationParams | None = None) -> ReplyStream:
+        """Queue a reply to ``messages`` and return the stream of its text pieces.
+
+        Bad audio, a malformed conversation or a prompt beyond the context raise here, before queueing.
+        """
+        params = params or GenerationParams()
+        prepared = self._builder.build(messages)
+        with self._encode_lock:
+            inputs = self.processor(
+                text=[prepared.text],
+                audio=prepared.windows or None,
+                sampling_rate=SAMPLE_RATE,
+                return_tensors="pt",
+                padding=True,
+            )
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        room = self.info.context_length - prompt_tokens
+        if room < 1:
+            raise ContextTooLongError(
+                f"The conversation is {prompt_tokens} tokens long, beyond the model's context of "
+                f"{self.info.context_length} tokens; clear the chat or use less audio."
+            )
+        generate_kwargs = params.to_generate_kwargs(self.model.generation_config)
+        wanted = generate_kwargs.get("max_new_tokens") or getattr(self.model.generation_config, "max_new_tokens", None)
+        generate_kwargs["max_new_tokens"] = min(wanted or self.default_max_new_tokens, room)
+        if "min_new_tokens" in generate_kwargs:
+            generate_kwargs["min_new_tokens"] = min(generate_kwargs["min_new_tokens"], generate_kwargs["max_new_tokens"])
+        request = _Request(inputs, generate_kwargs, params.seed, prepared)
+        with self._cv:
+            if self.max_queue is not None and len(self._waiting) >= self.max_queue:
+                raise WorkerBusyError("The model is busy with other requests; please try again in a moment.")
+            self._waiting.append(request)
+            self._cv.notify()
+        logger.info(
+            "request %d queued: %d prompt tokens, %d audio window(s), position %d",
+            request.id, prompt_tokens, len(prepared.windows), self._position(request) or 0,
+        )
+        return ReplyStream(self, request)
+
+    def generate(self, messages: Sequence[dict[str, Any]], params: GenerationParams | None = None) -> str:
+        """The whole reply as one string (for callers that do not stream)."""
+        with self.stream(messages, params) as reply:
+            return "".join(reply)
+
+    @property
+    def queue_length(self) -> int:
+        """Requests waiting (not counting the one generating)."""
+        with self._cv:
+            return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        with self._cv:
+            return self._running is not None or bool(self._waiting)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Cancel everything and stop the generation thread (tests and clean exits)."""
+        with self._cv:
+            self._stopping = True
+            for request in self._waiting:
+                request.cancelled.set()
+            if self._running is not None:
+                self._running.cancelled.set()
+            self._cv.notify_all()
+        self._thread.join(timeout)
+        with self._instances_lock:
+            for key, worker in list(self._instances.items()):
+                if worker is self:
+                    del self._instances[key]
+
+    # ----------------------------------------------------------------------------- queue
+    def _position(self, request: _Request) -> int | None:
+        with self._cv:
+            if request is self._running:
+                return 0
+            try:
+                index = self._waiting.index(request)
+            except ValueError:
+                return None
+            return index + (1 if self._running is not None else 0)
+
+    def _cancel(self, request: _Request) -> None:
+        request.cancelled.set()
+        with self._cv:
+            try:
+                self._waiting.remove(request)
+            except ValueError:
+                return  # already running (stops after the current token) or finished
+        request.finish_reason = "cancelled"
+        request.finished.set()
+        request.out.put(_DONE)
+        logger.info("request %d cancelled while waiting", request.id)
+
+    def _serve(self) -> None:
+        while True:
+            with self._cv:
+                while not self._waiting and not self._stopping:
+                    self._cv.wait()
+                if self._stopping:
+                    for request in self._waiting:
+                        request.finished.set()
+                        request.out.put(_DONE)
+                    self._waiting.clear()
+                    return
+                request = self._waiting.popleft()
+                self._running = request
+            try:
+                self._run(request)
+            finally:
+                with self._cv:
+                    self._running = None
+                request.finished.set()
+                request.out.put(_DONE)
+
+    def _run(self, request: _Request) -> None:
+        import torch
+
+        request.started.set()
+        started = time.perf_counter()
+        streamer = _TokenStreamer(request, self._decode_tokenizer)
+        try:
+            inputs = request.inputs.to(self._input_device())
+            if "input_features" in inputs:
+                inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
+            if request.seed is not None:
+                torch.manual_seed(request.seed)
+            with torch.inference_mode():
+                self.model.generate(
+                    **inputs,
+                    **request.generate_kwargs,
+                    streamer=streamer,
+                    stopping_criteria=[_cancel_criteria(request.cancelled)],
+                )
+        except torch.OutOfMemoryError:
+            logger.warning("request %d ran out of device memory", request.id)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            request.out.put(GenerationOutOfMemoryError(
+                "The GPU ran out of memory for this request; try shorter audio, fewer clips or a lower max new tokens."
+            ))
+        except WorkerError as exc:
+            request.out.put(exc)
+        except Exception:  # noqa: BLE001 - any failure becomes a message; the worker keeps serving
+            logger.exception("request %d failed during generation", request.id)
+            request.out.put(GenerationFailedError("Generation failed unexpectedly (the error was logged); please try again."))
+        ids = streamer.token_ids
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if request.cancelled.is_set():
+            request.finish_reason = "cancelled"
+        elif ids and ids[-1] in eos_ids:
+            request.finish_reason = "stop"
+        else:
+            request.finish_reason = "length"
+        elapsed = time.perf_counter() - started
+        logger.info(
+            "request %d %s: %d tokens in %.2f s (waited %.2f s)",
+            request.id, request.finish_reason, request.completion_tokens, elapsed, started - request.enqueued_at,
+        )
+
+    def _input_device(self) -> Any:
+        return self.model.get_input_embeddings().weight.device

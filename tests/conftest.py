@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random checkpoints built locally (no hub), workers on them, generated audio."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from audio_samples import tone, write_wav  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-Audio chat checkpoint in today's save_pretrained layout."""
+    from model.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-chat"))
+
+
+@pytest.fixture(scope="session")
+def tiny_hub_checkpoint(tmp_path_factory) -> Path:
+    """The same kind of checkpoint in the older layout of the published checkpoints."""
+    from model.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-hub"), layout="hub")
+
+
+@pytest.fixture(scope="session")
+def tiny_base_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random base-model checkpoint (no chat template), like Qwen/Qwen2-Audio-7B."""
+    from model.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-base"), chat=False)
+
+
+@pytest.fixture(scope="session")
+def worker(tiny_checkpoint):
+    """The process-wide worker on the tiny chat checkpoint (CPU, float32)."""
+    from model import ModelWorker
+
+    return ModelWorker.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory) -> Path:
+    """16 kHz mono PCM16 WAVs: distinct tones (with seeded noise) of various lengths."""
+    d = tmp_path_factory.mktemp("audio")
+    write_wav(d / "tone_a.wav", tone(2.5, 440.0, seed=1))
+    write_wav(d / "tone_b.wav", tone(4.0, 660.0, seed=2))
+    write_wav(d / "tone_c.wav", tone(1.2, 220.0, seed=3))
+    write_wav(d / "long_75s.wav", tone(75.0, 330.0, seed=4))
+    for i in range(8):
+        write_wav(d / f"client_{i}.wav", tone(1.0 + 0.4 * i, 200.0 + 90.0 * i, seed=10 + i))
+    return d
