@@ -31,7 +31,7 @@ from .errors import (
 )
 from .loading import DEFAULT_CHECKPOINT, Placement, load_model_and_processor, locate_checkpoint, resolve_placement
 from .params import GenerationParams
-from .streaming import IncrementalDetokenizer
+from .streaming import detokenizer_factory
 
 logger = logging.getLogger(__name__)
 
@@ -152,10 +152,10 @@ class ReplyStream(Iterator[str]):
 class _TokenStreamer:
     """The ``streamer`` handed to ``generate``: decodes each new token and queues the text at once."""
 
-    def __init__(self, request: _Request, tokenizer: Any):
+    def __init__(self, request: _Request, detokenizer: Any):
         self._request = request
         self._skip_prompt = True
-        self._detok = IncrementalDetokenizer(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        self._detok = detokenizer
 
     def put(self, value: Any) -> None:
         if self._skip_prompt:  # generate() first passes the whole prompt
@@ -217,9 +217,9 @@ class ModelWorker:
         self.default_max_new_tokens = default_max_new_tokens
         self.max_queue = max_queue
         tokenizer = processor.tokenizer
-        # A second tokenizer object for decoding in the generation thread, so it never shares the
-        # Rust tokenizer with a caller thread that is encoding (which can fail with "Already borrowed").
-        self._decode_tokenizer = copy.deepcopy(tokenizer)
+        # Decoding in the generation thread uses its own tokenizer object, so it never shares the Rust
+        # tokenizer with a caller thread that is encoding (which can fail with "Already borrowed").
+        self._new_detokenizer = detokenizer_factory(copy.deepcopy(tokenizer))
         self._encode_lock = threading.Lock()
         self._builder = PromptBuilder(
             chat_template=getattr(processor, "chat_template", None),
@@ -411,7 +411,7 @@ class ModelWorker:
 
         request.started.set()
         started = time.perf_counter()
-        streamer = _TokenStreamer(request, self._decode_tokenizer)
+        streamer = _TokenStreamer(request, self._new_detokenizer())
         try:
             inputs = request.inputs.to(self._input_device())
             if "input_features" in inputs:

@@ -1,0 +1,317 @@
+"""Decoding user audio for Qwen2-Audio: any file ffmpeg can read -> 16 kHz mono float32.
+
+Everything a browser or a user produces (wav, flac, mp3, ogg/vorbis, opus, webm, m4a/aac, the audio
+track of a video) is decoded by the ffmpeg binary, driven through ffmpeg-python, straight to raw
+little-endian float32 at 16 kHz mono on a pipe. Problems surface as the typed errors of
+:mod:`model.errors`, whose message is ``"<file name>: <reason>"`` and never contains a traceback or
+ffmpeg's whole stderr.
+
+:func:`split_windows` then cuts the samples into the <= 30 s windows Qwen2-Audio's encoder can see
+(the feature extractor would otherwise silently drop everything after the first 30 s) and pads clips
+too short for ``generate``.
+
+This module imports neither torch nor gradio.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+
+import ffmpeg
+import numpy as np
+
+from model.errors import AudioDecodeError, AudioTooLargeError, AudioTooLongError
+
+__all__ = ["SAMPLE_RATE", "AudioLimits", "decode_audio", "split_windows"]
+
+logger = logging.getLogger(__name__)
+
+#: The only sampling rate Qwen2-Audio's feature extractor accepts.
+SAMPLE_RATE = 16000
+
+_FFMPEG = "ffmpeg"
+_FFPROBE = "ffprobe"
+#: Wall-clock limit for one ffmpeg run. Decoding 5 minutes of any common format takes well under 2 s.
+_DECODE_TIMEOUT_S = 120.0
+#: Audio exactly at the limit may decode a little longer (AAC priming and frame padding add up to
+#: ~0.13 s, resampling rounds); that much over ``max_seconds`` is still accepted.
+_LENGTH_SLACK_S = 0.25
+#: Longest ffmpeg line quoted in an error message.
+_MAX_REASON_CHARS = 160
+
+_INVALID_DATA = "is not an audio file ffmpeg can read (invalid data)"
+_NO_AUDIO_STREAM = "contains no audio stream"
+# ffmpeg lines that explain nothing on their own.
+_NOISE_PREFIXES = (
+    "conversion failed",
+    "to ignore this, add a trailing",
+    "error opening input file",
+    "error opening output file",
+    "did you mean file:",
+    "exiting normally",
+)
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """Limits applied to every audio input.
+
+    ``max_seconds``: longer audio is refused with :class:`AudioTooLongError`.
+    ``max_bytes``: larger files are refused with :class:`AudioTooLargeError` before any decoding.
+    ``window_seconds``: Qwen2-Audio's encoder sees at most 30 s; longer audio is split.
+    ``min_seconds``: shorter windows are zero-padded to this (very short clips crash ``generate``).
+    """
+
+    max_seconds: float = 300.0
+    max_bytes: int = 200 * 1024 * 1024
+    window_seconds: float = 30.0
+    min_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
+        if not self.max_bytes > 0:
+            raise ValueError(f"max_bytes must be positive, got {self.max_bytes!r}")
+        if not (self.window_seconds > 0 and math.isfinite(self.window_seconds)):
+            raise ValueError(f"window_seconds must be positive and finite, got {self.window_seconds!r}")
+        if not 0 <= self.min_seconds <= self.window_seconds:
+            raise ValueError(
+                f"min_seconds must be between 0 and window_seconds ({self.window_seconds!r}), "
+                f"got {self.min_seconds!r}"
+            )
+
+
+def decode_audio(path: str | os.PathLike, limits: AudioLimits = AudioLimits()) -> np.ndarray:
+    """Decode any file ffmpeg can read to 16 kHz mono float32.
+
+    Returns a 1-D, C-contiguous ``float32`` array of finite values clipped to [-1, 1] (NaN and
+    infinities become 0). It is NOT padded: see :func:`split_windows`. A video file yields its first
+    audio track. A truncated file decodes as far as it can, without error.
+
+    Raises:
+        AudioTooLargeError: the file is larger than ``limits.max_bytes`` (checked before decoding).
+        AudioTooLongError: the audio is longer than ``limits.max_seconds``; at most
+            ``max_seconds + 1`` seconds are ever decoded.
+        AudioDecodeError: the file is missing, empty, not audio, has no audio stream, decodes to no
+            samples, or ffmpeg failed (the reason quotes ffmpeg's last meaningful line, shortened).
+    """
+    path_str = os.fsdecode(os.fspath(path))
+    size = _check_file(path_str, limits)
+
+    # "file:" keeps ffmpeg from reading names like "clip 12:30.wav" or "http://..." as URLs, and the
+    # protocol whitelist stops playlists inside a file from fetching anything but local files.
+    source = "file:" + os.path.abspath(path_str)
+    input_kwargs: dict[str, object] = {"protocol_whitelist": "file"}
+    if math.isfinite(limits.max_seconds):
+        # Stop reading a long file early: one second past the limit is enough to refuse it.
+        input_kwargs["t"] = f"{limits.max_seconds + 1:.3f}"
+    output_kwargs: dict[str, object] = {
+        "format": "f32le",
+        "acodec": "pcm_f32le",
+        "ac": 1,
+        "ar": SAMPLE_RATE,
+        # ffmpeg's default downmix does not normalise for float output: identical channels come out
+        # louder (x1.41 for stereo, x4.4 for 7.1) and would then be clipped. With maxval 1 the mix of
+        # identical channels keeps their level (stereo -> (L + R) / 2, like librosa.to_mono).
+        "rematrix_maxval": "1.0",
+        "vn": None,
+        "sn": None,
+        "dn": None,
+    }
+    stream = (
+        ffmpeg.input(source, **input_kwargs)["a:0"]
+        .output("pipe:", **output_kwargs)
+        .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error")
+    )
+    try:
+        proc = stream.run_async(cmd=_FFMPEG, pipe_stdout=True, pipe_stderr=True)
+    except OSError as exc:  # the binary is missing or not executable
+        logger.error("cannot start %s to decode %s: %s", _FFMPEG, path_str, exc)
+        raise AudioDecodeError(path_str, "cannot be decoded: ffmpeg is not available on this server") from None
+    try:
+        out, err = proc.communicate(timeout=_DECODE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        logger.warning("ffmpeg took longer than %.0f s on %s; stopped", _DECODE_TIMEOUT_S, path_str)
+        raise AudioDecodeError(path_str, f"decoding took longer than {_DECODE_TIMEOUT_S:.0f} s and was stopped") from None
+
+    stderr = err.decode("utf-8", errors="replace")
+    if proc.returncode != 0:
+        reason = _reason_from_stderr(stderr, source)
+        logger.debug("ffmpeg exited with %s on %s: %s", proc.returncode, path_str, reason)
+        raise AudioDecodeError(path_str, reason)
+
+    n_samples = len(out) // 4
+    if n_samples == 0:
+        raise AudioDecodeError(path_str, "contains no audio samples")
+    max_samples = limits.max_seconds * SAMPLE_RATE
+    if n_samples > max_samples + _LENGTH_SLACK_S * SAMPLE_RATE:
+        raise AudioTooLongError(path_str, _too_long_reason(source, limits.max_seconds))
+    if stderr.strip():
+        # Typically a truncated or damaged file: what decoded is returned.
+        logger.info(
+            "ffmpeg reported problems decoding %s (decoded %.2f s): %s",
+            path_str,
+            n_samples / SAMPLE_RATE,
+            _last_meaningful_line(stderr, source),
+        )
+
+    samples = np.frombuffer(out, dtype="<f4", count=n_samples)
+    samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)  # a new, writable array
+    np.clip(samples, -1.0, 1.0, out=samples)
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    logger.debug("decoded %s (%d bytes): %.2f s", path_str, size, n_samples / SAMPLE_RATE)
+    return samples
+
+
+def split_windows(samples: np.ndarray, limits: AudioLimits = AudioLimits()) -> list[np.ndarray]:
+    """Cut ``samples`` into consecutive windows the encoder can see.
+
+    Windows hold at most ``limits.window_seconds`` each, in order, cover every sample, and do not
+    overlap; each is zero-padded at its end to at least ``limits.min_seconds``. For example a 75 s
+    input gives [30 s, 30 s, 15 s], 0.05 s gives [0.5 s], exactly 60 s gives two windows. Every
+    window is a new contiguous float32 array. An empty input gives an empty list.
+    """
+    x = np.asarray(samples)
+    if x.ndim != 1:
+        raise ValueError(f"split_windows expects 1-D mono samples, got shape {x.shape}")
+    x = x.astype(np.float32, copy=False)
+    window = max(1, int(round(limits.window_seconds * SAMPLE_RATE)))
+    min_len = min(window, int(round(limits.min_seconds * SAMPLE_RATE)))
+    windows = []
+    for start in range(0, len(x), window):
+        chunk = x[start : start + window]
+        if len(chunk) < min_len:
+            padded = np.zeros(min_len, dtype=np.float32)
+            padded[: len(chunk)] = chunk
+            windows.append(padded)
+        else:
+            windows.append(np.array(chunk, dtype=np.float32, copy=True, order="C"))
+    return windows
+
+
+def _check_file(path: str, limits: AudioLimits) -> int:
+    """Refuse missing, unreadable, non-regular, empty and oversized files; return the size in bytes."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise AudioDecodeError(path, "file not found") from None
+    except PermissionError:
+        raise AudioDecodeError(path, "cannot be read (permission denied)") from None
+    except (OSError, ValueError) as exc:  # ValueError: embedded NUL byte in the name
+        raise AudioDecodeError(path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AudioDecodeError(path, "is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioDecodeError(path, "is not a regular file")
+    if st.st_size == 0:
+        raise AudioDecodeError(path, "the file is empty")
+    if st.st_size > limits.max_bytes:
+        raise AudioTooLargeError(
+            path, f"the file is {_format_bytes(st.st_size)}; the limit is {_format_bytes(limits.max_bytes)}"
+        )
+    return st.st_size
+
+
+def _clean_line(line: str, source: str) -> str:
+    line = line.strip()
+    # "[mp3 @ 0x55c49cf3c900] Failed to read frame size" -> "Failed to read frame size"
+    if line.startswith("[") and " @ 0x" in line.split("]", 1)[0]:
+        line = line.split("]", 1)[1].strip()
+    # Never echo the full path (the message already starts with the file name).
+    line = line.replace(source, "the file")
+    return line
+
+
+def _meaningful_lines(stderr: str, source: str) -> list[str]:
+    lines = []
+    for raw in stderr.splitlines():
+        line = _clean_line(raw, source)
+        if line and not line.lower().startswith(_NOISE_PREFIXES):
+            lines.append(line)
+    return lines
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON_CHARS else text[: _MAX_REASON_CHARS - 1].rstrip() + "…"
+
+
+def _last_meaningful_line(stderr: str, source: str) -> str:
+    lines = _meaningful_lines(stderr, source)
+    return _shorten(lines[-1]) if lines else "no details"
+
+
+def _reason_from_stderr(stderr: str, source: str) -> str:
+    """Turn a failed ffmpeg run's stderr into one short reason a person can act on."""
+    # ffmpeg reports a failure to open the input as "<url>: <strerror>".
+    open_error = None
+    for raw in stderr.splitlines():
+        line = raw.strip()
+        if line.startswith(source + ": "):
+            open_error = line[len(source) + 2 :].strip()
+    if open_error is not None:
+        lowered = open_error.lower()
+        if "no such file" in lowered:
+            return "file not found"
+        if "permission denied" in lowered:
+            return "cannot be read (permission denied)"
+        if "invalid data" in lowered or "invalid argument" in lowered or "end of file" in lowered:
+            # The mp3 prober claims text and random bytes, then fails with "Invalid argument".
+            return _INVALID_DATA
+        return f"could not be opened by ffmpeg ({_shorten(open_error)})"
+    lowered = stderr.lower()
+    if "matches no streams" in lowered or "does not contain any stream" in lowered:
+        return _NO_AUDIO_STREAM
+    if "invalid data found when processing input" in lowered:
+        return _INVALID_DATA
+    return f"could not be decoded by ffmpeg: {_last_meaningful_line(stderr, source)}"
+
+
+def _too_long_reason(source: str, max_seconds: float) -> str:
+    """The reason for AudioTooLongError; asks ffprobe for the real length (only this one decoded part of it)."""
+    limit = _format_duration(max_seconds, short_whole_minutes=True)
+    duration = None
+    try:
+        info = ffmpeg.probe(source, cmd=_FFPROBE, v="error", protocol_whitelist="file")
+        candidates = [info.get("format", {}).get("duration")]
+        candidates += [s.get("duration") for s in info.get("streams", []) if s.get("codec_type") == "audio"]
+        values = [float(c) for c in candidates if c not in (None, "N/A")]
+        values = [v for v in values if math.isfinite(v)]
+        duration = max(values) if values else None
+    except Exception as exc:  # noqa: BLE001 - the length is only decoration for the message
+        logger.debug("ffprobe could not tell the length of %s: %s", source, exc)
+    if duration is not None and duration > max_seconds:
+        return f"the audio is {_format_duration(duration)} long; the limit is {limit}"
+    return f"the audio is longer than the limit of {limit}"
+
+
+def _format_duration(seconds: float, short_whole_minutes: bool = False) -> str:
+    """660 -> "11 min 0 s", 45.25 -> "45.2 s"; with short_whole_minutes 300 -> "5 min"."""
+    tenths = int(round(seconds * 10))
+    minutes, rest = divmod(tenths, 600)
+    secs = f"{rest // 10}" if rest % 10 == 0 else f"{rest / 10:.1f}"
+    if minutes == 0:
+        return f"{secs} s"
+    if short_whole_minutes and rest == 0:
+        return f"{minutes} min"
+    return f"{minutes} min {secs} s"
+
+
+def _format_bytes(n: int) -> str:
+    """1000 -> "1000 bytes", 1536 -> "1.5 KB", 200 MiB -> "200 MB"."""
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1024.0
+        if value < 1024 or unit == "TB":
+            text = f"{value:.1f}".removesuffix(".0")
+            return f"{text} {unit}"
+    raise AssertionError("unreachable")
