@@ -1,0 +1,158 @@
+"""Time to first piece and throughput: the model worker against bare ``model.generate``.
+
+    python -m bench.worker_vs_generate [--checkpoint DIR] [--tokens 128] [--repeats 5] [--audio-seconds 10] [--json OUT]
+
+Both paths get the same conversation (one audio of ``--audio-seconds`` + a question), greedy, with
+exactly ``--tokens`` new tokens. The bare path is what a script using transformers directly does:
+processor call on already-decoded audio, then ``model.generate`` with a streamer that only records
+when each token arrives. The worker path is what the demo does: ``worker.stream(messages)`` from a
+file path, including ffmpeg decoding, prompt rendering, the processor, the queue hand-off and the
+per-token UTF-8 detokenizer. Without ``--checkpoint`` a tiny random checkpoint is built in a temp dir
+(its speed says nothing about the real 8.4 B model). This is a benchmark, not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("bench.worker_vs_generate")
+
+
+def _write_tone(path: Path, seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    samples = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.random.default_rng(0).standard_normal(t.shape)).clip(-1, 1)
+    pcm = np.round(samples * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+
+
+class _ArrivalTimes:
+    """A ``generate`` streamer that records when each new token arrives (the first put is the prompt)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value):  # noqa: ANN001 - transformers' streamer interface
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        now = time.perf_counter()
+        self.times.extend([now] * int(value.numel()))
+
+    def end(self):
+        pass
+
+
+def bench_bare(worker, messages, samples, tokens: int) -> dict[str, float]:
+    import torch
+
+    started = time.perf_counter()
+    text = worker.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = worker.processor(text=[text], audio=[samples], sampling_rate=16000, return_tensors="pt")
+    inputs = inputs.to(worker.model.device)
+    inputs["input_features"] = inputs["input_features"].to(worker.model.dtype)
+    arrivals = _ArrivalTimes()
+    with torch.inference_mode():
+        worker.model.generate(**inputs, do_sample=False, max_new_tokens=tokens, min_new_tokens=tokens, streamer=arrivals)
+    total = time.perf_counter() - started
+    first = arrivals.times[0] - started
+    return {"first_s": first, "total_s": total, "units": len(arrivals.times), "rate": (len(arrivals.times) - 1) / (arrivals.times[-1] - arrivals.times[0])}
+
+
+def bench_worker(worker, messages, tokens: int) -> dict[str, float]:
+    from model import GenerationParams
+
+    started = time.perf_counter()
+    times = []
+    for piece in worker.stream(messages, GenerationParams(temperature=0, max_new_tokens=tokens, min_new_tokens=tokens)):
+        if piece:
+            times.append(time.perf_counter())
+    total = time.perf_counter() - started
+    return {"first_s": times[0] - started, "total_s": total, "units": len(times), "rate": (len(times) - 1) / (times[-1] - times[0])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="checkpoint directory or hub id (default: build the tiny random one)")
+    parser.add_argument("--device", default="auto", help="auto, cuda or cpu (default: auto)")
+    parser.add_argument("--tokens", type=int, default=128, help="new tokens per reply (default: 128)")
+    parser.add_argument("--repeats", type=int, default=5, help="measured runs per path, after one warm-up (default: 5)")
+    parser.add_argument("--audio-seconds", type=float, default=10.0, help="length of the test audio (default: 10)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from model import ModelWorker
+    from model.tiny import build_tiny_checkpoint
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    checkpoint = args.checkpoint or str(build_tiny_checkpoint(tmp / "tiny"))
+    worker = ModelWorker.from_pretrained(checkpoint, device=args.device)
+    audio = tmp / "tone.wav"
+    samples = _write_tone(audio, args.audio_seconds)
+    question = "What can you hear in this recording?"
+    worker_messages = [{"role": "user", "content": [{"type": "audio", "audio": str(audio)}, {"type": "text", "text": question}]}]
+    template_messages = [{"role": "user", "content": [{"type": "audio", "audio": "a"}, {"type": "text", "text": question}]}]
+
+    bench_bare(worker, template_messages, samples, args.tokens)  # warm-up
+    bench_worker(worker, worker_messages, args.tokens)
+    runs = {"bare generate": [], "worker.stream": []}
+    for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
+        runs["bare generate"].append(bench_bare(worker, template_messages, samples, args.tokens))
+        runs["worker.stream"].append(bench_worker(worker, worker_messages, args.tokens))
+
+    from model.audio import decode_audio
+
+    decode_ms = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        decode_audio(audio)
+        decode_ms.append((time.perf_counter() - started) * 1000)
+
+    summary = {
+        name: {
+            "first_piece_ms": statistics.median(r["first_s"] for r in rs) * 1000,
+            "pieces": statistics.median(r["units"] for r in rs),
+            "pieces_per_s": statistics.median(r["rate"] for r in rs),
+            "total_ms": statistics.median(r["total_s"] for r in rs) * 1000,
+        }
+        for name, rs in runs.items()
+    }
+    bare, ours = summary["bare generate"], summary["worker.stream"]
+    print(f"model: {worker.info.label}; {args.audio_seconds:g} s audio, {args.tokens} new tokens, median of {args.repeats}")
+    print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}".rstrip())
+    print(f"{'path':<16}{'first piece ms':>16}{'pieces':>8}{'pieces/s':>10}{'total ms':>10}")
+    for name, s in summary.items():
+        print(f"{name:<16}{s['first_piece_ms']:>16.1f}{s['pieces']:>8.0f}{s['pieces_per_s']:>10.1f}{s['total_ms']:>10.1f}")
+    print(
+        f"worker/bare: first piece x{ours['first_piece_ms'] / bare['first_piece_ms']:.2f}, "
+        f"total time x{ours['total_ms'] / bare['total_ms']:.2f} "
+        "(bare 'pieces' are tokens; the worker's are non-empty text pieces)"
+    )
+    print(f"of the worker's first-piece time, decoding the file with ffmpeg took {statistics.median(decode_ms):.1f} ms "
+          "(the bare path starts from decoded samples)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": worker.info.label, "args": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "decode_ms": decode_ms, "runs": runs}, indent=2))
+    worker.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
