@@ -72,7 +72,7 @@ class _Request:
         self.started = threading.Event()
         self.finished = threading.Event()
         self.completion_tokens = 0
-        self.finish_reason: str | None = None  # "stop", "length" or "cancelled"
+        self.finish_reason: str | None = None  # "stop", "length", "cancelled" or "error"
         self.enqueued_at = time.perf_counter()
 
 
@@ -103,7 +103,7 @@ class ReplyStream(Iterator[str]):
 
     @property
     def finish_reason(self) -> str | None:
-        """"stop" (end of reply), "length" (max_new_tokens reached) or "cancelled"; None while running."""
+        """"stop" (end of reply), "length" (max_new_tokens reached), "cancelled" or "error"; None while running."""
         return self._request.finish_reason
 
     @property
@@ -425,7 +425,9 @@ class ModelWorker:
                     streamer=streamer,
                     stopping_criteria=[_cancel_criteria(request.cancelled)],
                 )
+            failed = False
         except torch.OutOfMemoryError:
+            failed = True
             logger.warning("request %d ran out of device memory", request.id)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -433,14 +435,18 @@ class ModelWorker:
                 "The GPU ran out of memory for this request; try shorter audio, fewer clips or a lower max new tokens."
             ))
         except WorkerError as exc:
+            failed = True
             request.out.put(exc)
         except Exception:  # noqa: BLE001 - any failure becomes a message; the worker keeps serving
+            failed = True
             logger.exception("request %d failed during generation", request.id)
             request.out.put(GenerationFailedError("Generation failed unexpectedly (the error was logged); please try again."))
         ids = streamer.token_ids
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if request.cancelled.is_set():
+        if failed:
+            request.finish_reason = "error"
+        elif request.cancelled.is_set():
             request.finish_reason = "cancelled"
         elif ids and ids[-1] in eos_ids:
             request.finish_reason = "stop"

@@ -152,8 +152,10 @@ def test_failure_during_generation_reaches_that_caller_and_the_worker_recovers(o
         return real_generate(*args, **kwargs)
 
     own_worker.model.generate = failing_generate
+    reply = own_worker.stream(ask(audio_dir / "tone_a.wav"), QUICK)
     with pytest.raises(expected) as info:
-        "".join(own_worker.stream(ask(audio_dir / "tone_a.wav"), QUICK))
+        "".join(reply)
+    assert reply.finish_reason == "error"
     assert fragment in info.value.user_message
     assert "Traceback" not in info.value.user_message and "device-side" not in info.value.user_message
     assert_still_serving(own_worker, audio_dir)
