@@ -9,6 +9,7 @@ cancels the request: a waiting one leaves the queue, a running one stops after t
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import itertools
 import logging
@@ -30,6 +31,8 @@ from .errors import (
     WorkerError,
 )
 from .loading import DEFAULT_CHECKPOINT, Placement, load_model_and_processor, locate_checkpoint, resolve_placement
+from . import zerogpu
+from .generation import generate_tokens, run_generate
 from .params import GenerationParams
 from .streaming import detokenizer_factory
 
@@ -74,6 +77,7 @@ class _Request:
         self.completion_tokens = 0
         self.finish_reason: str | None = None  # "stop", "length", "cancelled" or "error"
         self.enqueued_at = time.perf_counter()
+        self.context = contextvars.copy_context()
 
 
 class ReplyStream(Iterator[str]):
@@ -149,47 +153,6 @@ class ReplyStream(Iterator[str]):
             pass
 
 
-class _TokenStreamer:
-    """The ``streamer`` handed to ``generate``: decodes each new token and queues the text at once."""
-
-    def __init__(self, request: _Request, detokenizer: Any):
-        self._request = request
-        self._skip_prompt = True
-        self._detok = detokenizer
-
-    def put(self, value: Any) -> None:
-        if self._skip_prompt:  # generate() first passes the whole prompt
-            self._skip_prompt = False
-            return
-        for token_id in value.reshape(-1).tolist():
-            self._request.completion_tokens += 1
-            piece = self._detok.push(token_id)
-            if piece:
-                self._request.out.put(piece)
-
-    def end(self) -> None:
-        rest = self._detok.flush()
-        if rest:
-            self._request.out.put(rest)
-
-    @property
-    def token_ids(self) -> list[int]:
-        return self._detok.token_ids
-
-
-def _cancel_criteria(event: threading.Event):
-    import torch
-    from transformers import StoppingCriteria
-
-    class CancelCriteria(StoppingCriteria):
-        """Stops generation after the current token once the request is cancelled."""
-
-        def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001 - transformers' signature
-            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    return CancelCriteria()
-
-
 class ModelWorker:
     """Owns one Qwen2-Audio model and processor; streams replies to conversations one at a time.
 
@@ -209,6 +172,7 @@ class ModelWorker:
         audio_limits: AudioLimits | None = None,
         default_max_new_tokens: int = 512,
         max_queue: int | None = None,
+        gpu_duration: int = 120,
     ):
         self.model = model
         self.processor = processor
@@ -221,6 +185,16 @@ class ModelWorker:
         # tokenizer with a caller thread that is encoding (which can fail with "Already borrowed").
         self._new_detokenizer = detokenizer_factory(copy.deepcopy(tokenizer))
         self._encode_lock = threading.Lock()
+
+        # On ZeroGPU generation runs inside @spaces.GPU as a generator (a closure over the model, so only
+        # the request's tensors travel to the GPU process); elsewhere it runs in the worker thread itself.
+        self._zerogpu = zerogpu.on_zerogpu()
+        if self._zerogpu:
+
+            def generate_on_device(inputs: Any, generate_kwargs: dict[str, Any], seed: int | None):
+                yield from generate_tokens(self.model, inputs, generate_kwargs, seed)
+
+            self._generate_on_device = zerogpu.gpu(generate_on_device, duration=gpu_duration)
         self._builder = PromptBuilder(
             chat_template=getattr(processor, "chat_template", None),
             apply_chat_template=processor.apply_chat_template,
@@ -257,13 +231,14 @@ class ModelWorker:
         audio_limits: AudioLimits | None = None,
         default_max_new_tokens: int = 512,
         max_queue: int | None = None,
+        gpu_duration: int = 120,
     ) -> "ModelWorker":
         """Load ``checkpoint`` (hub id or local directory) and return the process-wide worker for it.
 
         A second call with the same arguments returns the same worker. Raises CheckpointLoadError
         with one sentence when the checkpoint cannot be found, downloaded or loaded.
         """
-        key = (checkpoint, device, dtype, audio_limits or AudioLimits(), default_max_new_tokens, max_queue)
+        key = (checkpoint, device, dtype, audio_limits or AudioLimits(), default_max_new_tokens, max_queue, gpu_duration)
         with cls._instances_lock:
             worker = cls._instances.get(key)
             if worker is None:
@@ -278,6 +253,7 @@ class ModelWorker:
                     audio_limits=audio_limits,
                     default_max_new_tokens=default_max_new_tokens,
                     max_queue=max_queue,
+                    gpu_duration=gpu_duration,
                 )
                 cls._instances[key] = worker
             return worker
@@ -406,26 +382,42 @@ class ModelWorker:
                 request.finished.set()
                 request.out.put(_DONE)
 
+    def _generate_via_generator(self, request: _Request, on_tokens: Any) -> None:
+        # The caller's context (Gradio's request, which ZeroGPU reads for the user's quota) travels
+        # with the request into this thread.
+        tokens = request.context.run(self._generate_on_device, request.inputs, request.generate_kwargs, request.seed)
+        try:
+            while not request.cancelled.is_set():
+                chunk = request.context.run(next, tokens, None)
+                if chunk is None:
+                    return
+                on_tokens(chunk)
+        finally:
+            request.context.run(tokens.close)  # stops generate() after the token in progress
+
     def _run(self, request: _Request) -> None:
         import torch
 
         request.started.set()
         started = time.perf_counter()
-        streamer = _TokenStreamer(request, self._new_detokenizer())
+        detokenizer = self._new_detokenizer()
+        failed = False
+
+        def on_tokens(chunk: list[int]) -> None:
+            for token_id in chunk:
+                request.completion_tokens += 1
+                piece = detokenizer.push(token_id)
+                if piece:
+                    request.out.put(piece)
+
         try:
-            inputs = request.inputs.to(self._input_device())
-            if "input_features" in inputs:
-                inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
-            if request.seed is not None:
-                torch.manual_seed(request.seed)
-            with torch.inference_mode():
-                self.model.generate(
-                    **inputs,
-                    **request.generate_kwargs,
-                    streamer=streamer,
-                    stopping_criteria=[_cancel_criteria(request.cancelled)],
-                )
-            failed = False
+            if self._zerogpu:
+                self._generate_via_generator(request, on_tokens)
+            else:
+                run_generate(self.model, request.inputs, request.generate_kwargs, request.seed, on_tokens, request.cancelled)
+            rest = detokenizer.flush()
+            if rest:
+                request.out.put(rest)
         except torch.OutOfMemoryError:
             failed = True
             logger.warning("request %d ran out of device memory", request.id)
@@ -441,7 +433,7 @@ class ModelWorker:
             failed = True
             logger.exception("request %d failed during generation", request.id)
             request.out.put(GenerationFailedError("Generation failed unexpectedly (the error was logged); please try again."))
-        ids = streamer.token_ids
+        ids = detokenizer.token_ids
         eos = self.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if failed:
@@ -458,5 +450,3 @@ class ModelWorker:
             request.id, request.finish_reason, request.completion_tokens, elapsed, started - request.enqueued_at,
         )
 
-    def _input_device(self) -> Any:
-        return self.model.get_input_embeddings().weight.device

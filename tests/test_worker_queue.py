@@ -51,7 +51,7 @@ def test_closing_a_waiting_stream_removes_it_from_the_queue(worker, audio_dir):
 
 
 def test_requests_are_served_first_in_first_out_with_readable_positions(worker, audio_dir):
-    first = worker.stream(ask(audio_dir / "tone_a.wav"), GenerationParams(temperature=0, max_new_tokens=200, min_new_tokens=200))
+    first = worker.stream(ask(audio_dir / "tone_a.wav"), LONG)
     assert first.wait_started(10)
     second = worker.stream(ask(audio_dir / "tone_b.wav"), GenerationParams(temperature=0, max_new_tokens=5))
     third = worker.stream(ask(audio_dir / "tone_c.wav"), GenerationParams(temperature=0, max_new_tokens=5))
