@@ -20,10 +20,10 @@ from .errors import (
 )
 from .loading import DEFAULT_CHECKPOINT
 from .params import GenerationParams, InvalidParamsError
-from .worker import ModelWorker, ReplyStream, WorkerInfo
+from .worker import CacheSizes, ModelWorker, ReplyStream, WorkerInfo
 
 __all__ = [
-    "AudioDecodeError", "AudioError", "AudioInfo", "AudioLimits", "AudioTooLargeError", "AudioTooLongError",
+    "AudioDecodeError", "AudioError", "AudioInfo", "CacheSizes", "AudioLimits", "AudioTooLargeError", "AudioTooLongError",
     "BASE_TASKS", "BASE_TASK_LANGUAGES", "CheckpointLoadError", "ContextTooLongError", "ConversationError",
     "DEFAULT_CHECKPOINT", "GenerationFailedError", "GenerationOutOfMemoryError", "GenerationParams",
     "InvalidParamsError", "ModelWorker", "PreparedPrompt", "ReplyStream", "SAMPLE_RATE", "WorkerBusyError",

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioLimits, split_windows
+from .caches import array_digest, file_digest
 from .errors import AudioDecodeError, ConversationError
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class PreparedPrompt:
     text: str
     windows: list[np.ndarray] = field(default_factory=list)
     audios: list[AudioInfo] = field(default_factory=list)
+    #: A content key per window (the source's content hash + the window's index), for caches.
+    window_keys: list[str] = field(default_factory=list)
 
     @property
     def split_audios(self) -> list[AudioInfo]:
@@ -150,11 +153,13 @@ class PromptBuilder:
         special_tokens: Sequence[str],
         decode: Callable[[str, AudioLimits], np.ndarray],
         limits: AudioLimits,
+        digest: Callable[[str], str] | None = None,
     ):
         self.is_chat = bool(chat_template)
         self._apply_chat_template = apply_chat_template
         self._special_tokens = sorted(set(special_tokens), key=len, reverse=True)
         self._decode = decode
+        self._digest = digest or file_digest
         self.limits = limits
 
     def _load(self, audio: Any) -> np.ndarray:
@@ -165,9 +170,10 @@ class PromptBuilder:
             return np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0).clip(-1.0, 1.0)
         return self._decode(os.fspath(audio), self.limits)
 
-    def _collect_audio(self, messages: Sequence[dict[str, Any]]) -> tuple[list[np.ndarray], list[AudioInfo]]:
+    def _collect_audio(self, messages: Sequence[dict[str, Any]]) -> tuple[list[np.ndarray], list[AudioInfo], list[str]]:
         windows: list[np.ndarray] = []
         infos: list[AudioInfo] = []
+        keys: list[str] = []
         for message in messages:
             if isinstance(message["content"], str):
                 continue
@@ -175,11 +181,13 @@ class PromptBuilder:
                 if not _is_audio(item):
                     continue
                 samples = self._load(item["audio"])
-                seconds = len(samples) / SAMPLE_RATE
+                source = item["audio"]
+                key = array_digest(samples) if isinstance(source, np.ndarray) else self._digest(os.fspath(source))
                 parts = split_windows(samples, self.limits)
                 windows.extend(parts)
-                infos.append(AudioInfo(os.path.basename(_audio_source(item["audio"])), seconds, len(parts)))
-        return windows, infos
+                keys.extend(f"{key}#{i}" for i in range(len(parts)))
+                infos.append(AudioInfo(os.path.basename(_audio_source(source)), len(samples) / SAMPLE_RATE, len(parts)))
+        return windows, infos, keys
 
     def _text(self, text: str) -> str:
         return _neutralise_special_tokens(text, self._special_tokens)
@@ -192,7 +200,7 @@ class PromptBuilder:
         _validate(messages)
         if not self.is_chat:
             return self._build_base(messages)
-        windows, infos = self._collect_audio(messages)
+        windows, infos, keys = self._collect_audio(messages)
         rendered: list[dict[str, Any]] = []
         for message in messages:
             content = message["content"]
@@ -207,7 +215,7 @@ class PromptBuilder:
                     items.append({"type": "text", "text": self._text(item["text"])})
             rendered.append({"role": message["role"], "content": items})
         text = self._apply_chat_template(rendered, tokenize=False, add_generation_prompt=True)
-        return PreparedPrompt(text=_expand_windows(text, infos), windows=windows, audios=infos)
+        return PreparedPrompt(text=_expand_windows(text, infos), windows=windows, audios=infos, window_keys=keys)
 
     def _build_base(self, messages: Sequence[dict[str, Any]]) -> PreparedPrompt:
         last = messages[-1]["content"]
@@ -219,9 +227,9 @@ class PromptBuilder:
                 "Use the Instruct model to chat about several audios."
             )
         prompt = "".join(self._text(item["text"]) for item in items if not _is_audio(item))
-        windows, infos = self._collect_audio([{"role": "user", "content": audio_items}])
+        windows, infos, keys = self._collect_audio([{"role": "user", "content": audio_items}])
         text = _expand_windows(AUDIO_GROUP + prompt, infos)
-        return PreparedPrompt(text=text, windows=windows, audios=infos)
+        return PreparedPrompt(text=text, windows=windows, audios=infos, window_keys=keys)
 
 
 def _expand_windows(text: str, infos: Sequence[AudioInfo]) -> str:

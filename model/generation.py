@@ -65,13 +65,14 @@ def run_generate(
 ) -> None:
     """Run ``model.generate`` here, calling ``on_tokens`` with each new token's ids; ``stop`` ends it early.
 
-    ``inputs`` are the processor's outputs (on CPU is fine: they are moved to the model's input device
-    and the audio features to its dtype here).
+    ``inputs`` are ``generate``'s tensor arguments (``input_ids``, ``attention_mask``, optionally
+    ``input_features`` / ``feature_attention_mask`` and ``past_key_values``); tensors on CPU are fine:
+    they are moved to the model's input device, and the audio features to its dtype, here.
     """
     import torch
 
     device = model.get_input_embeddings().weight.device
-    inputs = inputs.to(device)
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     if "input_features" in inputs:
         inputs["input_features"] = inputs["input_features"].to(model.dtype)
     if seed is not None:

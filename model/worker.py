@@ -21,7 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .audio import SAMPLE_RATE, AudioLimits, decode_audio
+from .audio import AudioLimits, decode_audio
+from .caches import FileDigests, LruCache, cached_decoder
 from .conversation import PreparedPrompt, PromptBuilder
 from .errors import (
     ContextTooLongError,
@@ -33,12 +34,27 @@ from .errors import (
 from .loading import DEFAULT_CHECKPOINT, Placement, load_model_and_processor, locate_checkpoint, resolve_placement
 from . import zerogpu
 from .generation import generate_tokens, run_generate
+from .inputs import InputEncoder
 from .params import GenerationParams
+from .prefix_cache import PrefixCache
 from .streaming import detokenizer_factory
 
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+
+
+@dataclass(frozen=True)
+class CacheSizes:
+    """Budgets of the worker's content-keyed caches; 0 turns one off.
+
+    ``prefix_tokens`` bounds the prompt KV caches kept for reuse: on Qwen2-Audio-7B in bfloat16 a token
+    costs about 0.5 MiB of GPU memory, so the default 8192 tokens is up to 4 GiB.
+    """
+
+    audio_mb: int = 256
+    features_mb: int = 256
+    prefix_tokens: int = 8192
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,8 @@ class _Request:
         self.generate_kwargs = generate_kwargs
         self.seed = seed
         self.prepared = prepared
-        self.prompt_tokens = int(inputs["input_ids"].shape[1])
+        self.prompt_tokens = inputs.length
+        self.reused_tokens = 0  # prompt tokens whose KV came from the prefix cache
         self.out: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.cancelled = threading.Event()
         self.started = threading.Event()
@@ -104,6 +121,11 @@ class ReplyStream(Iterator[str]):
     @property
     def completion_tokens(self) -> int:
         return self._request.completion_tokens
+
+    @property
+    def reused_tokens(self) -> int:
+        """Prompt tokens whose KV cache came from an earlier prompt (0 until generation starts)."""
+        return self._request.reused_tokens
 
     @property
     def finish_reason(self) -> str | None:
@@ -173,6 +195,7 @@ class ModelWorker:
         default_max_new_tokens: int = 512,
         max_queue: int | None = None,
         gpu_duration: int = 120,
+        cache: CacheSizes | None = None,
     ):
         self.model = model
         self.processor = processor
@@ -195,12 +218,21 @@ class ModelWorker:
                 yield from generate_tokens(self.model, inputs, generate_kwargs, seed)
 
             self._generate_on_device = zerogpu.gpu(generate_on_device, duration=gpu_duration)
+        # Work a follow-up turn would otherwise redo, kept by content: decoded audio, per-window audio
+        # features, and the KV cache of earlier prompts (not on ZeroGPU, whose GPU process is short-lived).
+        cache = cache or CacheSizes()
+        self.audio_cache: LruCache[Any] = LruCache(cache.audio_mb << 20, name="decoded audio")
+        self.feature_cache: LruCache[Any] = LruCache(cache.features_mb << 20, name="audio features")
+        self.prefix_cache = PrefixCache(0 if self._zerogpu else cache.prefix_tokens)
+        self._encoder = InputEncoder(processor, self.feature_cache)
+        digests = FileDigests()
         self._builder = PromptBuilder(
             chat_template=getattr(processor, "chat_template", None),
             apply_chat_template=processor.apply_chat_template,
             special_tokens=[t for t in tokenizer.all_special_tokens] + list(getattr(tokenizer, "added_tokens_encoder", {})),
-            decode=decode_audio,
+            decode=cached_decoder(decode_audio, self.audio_cache, digests) if cache.audio_mb > 0 else decode_audio,
             limits=self.audio_limits,
+            digest=digests,
         )
         text_config = getattr(model.config, "text_config", model.config)
         self.info = WorkerInfo(
@@ -232,13 +264,15 @@ class ModelWorker:
         default_max_new_tokens: int = 512,
         max_queue: int | None = None,
         gpu_duration: int = 120,
+        cache: CacheSizes | None = None,
     ) -> "ModelWorker":
         """Load ``checkpoint`` (hub id or local directory) and return the process-wide worker for it.
 
         A second call with the same arguments returns the same worker. Raises CheckpointLoadError
         with one sentence when the checkpoint cannot be found, downloaded or loaded.
         """
-        key = (checkpoint, device, dtype, audio_limits or AudioLimits(), default_max_new_tokens, max_queue, gpu_duration)
+        key = (checkpoint, device, dtype, audio_limits or AudioLimits(), default_max_new_tokens, max_queue, gpu_duration,
+               cache or CacheSizes())
         with cls._instances_lock:
             worker = cls._instances.get(key)
             if worker is None:
@@ -254,6 +288,7 @@ class ModelWorker:
                     default_max_new_tokens=default_max_new_tokens,
                     max_queue=max_queue,
                     gpu_duration=gpu_duration,
+                    cache=cache,
                 )
                 cls._instances[key] = worker
             return worker
@@ -276,14 +311,8 @@ class ModelWorker:
         params = params or GenerationParams()
         prepared = self._builder.build(messages)
         with self._encode_lock:
-            inputs = self.processor(
-                text=[prepared.text],
-                audio=prepared.windows or None,
-                sampling_rate=SAMPLE_RATE,
-                return_tensors="pt",
-                padding=True,
-            )
-        prompt_tokens = int(inputs["input_ids"].shape[1])
+            inputs = self._encoder.encode(prepared.text, prepared.windows, prepared.window_keys)
+        prompt_tokens = inputs.length
         room = self.info.context_length - prompt_tokens
         if room < 1:
             raise ContextTooLongError(
@@ -382,10 +411,32 @@ class ModelWorker:
                 request.finished.set()
                 request.out.put(_DONE)
 
+    def _generate_in_thread(self, request: _Request, on_tokens: Any) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        inputs = request.inputs
+        ids = inputs.input_ids[0].numpy()
+        hit = self.prefix_cache.lookup(ids, inputs.spans)
+        kv = hit.kv if hit else DynamicCache(config=self.model.config.get_text_config())
+        skipped = hit.windows_skipped if hit else 0
+        request.reused_tokens = hit.length if hit else 0
+        # Only the windows after the reused prefix go through the audio encoder.
+        model_inputs = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask, "past_key_values": kv,
+                        **inputs.audio_inputs(skipped)}
+        if hit:
+            logger.debug("request %d reuses %d cached prompt tokens (%d audio windows)", request.id, hit.length, skipped)
+        run_generate(self.model, model_inputs, request.generate_kwargs, request.seed, on_tokens, request.cancelled)
+        if self.prefix_cache.enabled:
+            with torch.inference_mode():
+                self.prefix_cache.store(ids, inputs.spans, kv)
+
     def _generate_via_generator(self, request: _Request, on_tokens: Any) -> None:
         # The caller's context (Gradio's request, which ZeroGPU reads for the user's quota) travels
         # with the request into this thread.
-        tokens = request.context.run(self._generate_on_device, request.inputs, request.generate_kwargs, request.seed)
+        inputs = request.inputs
+        model_inputs = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask, **inputs.audio_inputs()}
+        tokens = request.context.run(self._generate_on_device, model_inputs, request.generate_kwargs, request.seed)
         try:
             while not request.cancelled.is_set():
                 chunk = request.context.run(next, tokens, None)
@@ -414,7 +465,7 @@ class ModelWorker:
             if self._zerogpu:
                 self._generate_via_generator(request, on_tokens)
             else:
-                run_generate(self.model, request.inputs, request.generate_kwargs, request.seed, on_tokens, request.cancelled)
+                self._generate_in_thread(request, on_tokens)
             rest = detokenizer.flush()
             if rest:
                 request.out.put(rest)

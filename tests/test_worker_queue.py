@@ -53,17 +53,18 @@ def test_closing_a_waiting_stream_removes_it_from_the_queue(worker, audio_dir):
 def test_requests_are_served_first_in_first_out_with_readable_positions(worker, audio_dir):
     first = worker.stream(ask(audio_dir / "tone_a.wav"), LONG)
     assert first.wait_started(10)
-    second = worker.stream(ask(audio_dir / "tone_b.wav"), GenerationParams(temperature=0, max_new_tokens=5))
+    second = worker.stream(ask(audio_dir / "tone_b.wav"), GenerationParams(temperature=0, max_new_tokens=300, min_new_tokens=300))
     third = worker.stream(ask(audio_dir / "tone_c.wav"), GenerationParams(temperature=0, max_new_tokens=5))
     assert (first.position, second.position, third.position) == (0, 1, 2)
     assert worker.queue_length == 2
-    order = []
-    threads = [threading.Thread(target=lambda r=r, n=n: (list(r), order.append(n))) for n, r in (("third", third), ("second", second), ("first", first))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert order == ["first", "second", "third"]
+    assert not second.wait_started(0.2) and not third.wait_started(0)
+    list(first)
+    assert second.wait_started(10)
+    assert first.position is None and second.position == 0 and third.position == 1
+    assert not third.wait_started(0)
+    list(second)
+    assert third.wait_started(10)
+    assert len("".join(third)) > 0 and third.position is None
 
 
 def test_eight_threads_streaming_at_once_each_get_their_own_reply(worker, audio_dir):

@@ -70,7 +70,7 @@ def test_generation_runs_inside_spaces_gpu_with_the_same_replies(zero_worker, fa
     assert len(pieces) > 1
     assert "".join(pieces) == worker.generate(ask(audio_dir / "tone_a.wav"), GREEDY)
     # Only the request's tensors and settings cross to the GPU process, never the model.
-    assert fake_spaces["arg_types"] == [["BatchFeature", "dict", "NoneType"]]
+    assert fake_spaces["arg_types"] == [["dict", "dict", "NoneType"]]
 
 
 def test_stop_closes_the_gpu_generator(zero_worker, fake_spaces, audio_dir):
