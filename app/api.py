@@ -1,0 +1,79 @@
+"""The named streaming API ``/chat`` for gradio_client and HTTP clients.
+
+``client.submit(message={"text": ..., "files": [handle_file(p)]}, history=[...], system_prompt=...,
+max_new_tokens=..., temperature=..., top_p=..., top_k=..., repetition_penalty=..., seed=...,
+api_name="/chat")`` streams the reply so far, as a string, at every step. ``history`` holds the earlier
+turns in Gradio's messages format with audio items ``{"type": "file", "file": handle_file(p)}``; audio
+that was not uploaded through Gradio is refused. The parameter names below are the API's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import gradio as gr
+
+from .handlers import ChatHandlers, as_user_error, make_params
+from .history import BaseTask, Message
+from .i18n import language_of
+
+logger = logging.getLogger(__name__)
+
+
+def user_turn_messages(message: dict | None) -> list[Message]:
+    """The ``message`` argument as display messages: one per audio file, then the text."""
+    message = message or {}
+    out: list[Message] = []
+    for f in message.get("files") or []:
+        path = f if isinstance(f, str) else (f or {}).get("path")
+        if path:
+            out.append({"role": "user", "content": [{"type": "file", "file": {"path": path}}]})
+    text = (message.get("text") or "").strip()
+    if text:
+        out.append({"role": "user", "content": [{"type": "text", "text": text}]})
+    return out
+
+
+class ChatApi:
+    """``/chat``: the same conversation rules as the page, without the page's display steps."""
+
+    def __init__(self, handlers: ChatHandlers):
+        self.handlers = handlers
+
+    def chat(
+        self,
+        message: dict,
+        history: list,
+        system_prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        repetition_penalty: float,
+        seed: int,
+        request: gr.Request,
+    ) -> Iterator[str]:
+        """Answer ``message`` after ``history``; yields the reply so far at every step. temperature=0 is greedy."""
+        lang = language_of(request)
+        turn = user_turn_messages(message)
+        conversation = list(history or []) + turn
+        try:
+            if not turn:
+                raise gr.Error("message needs text or at least one audio file.")
+            params = make_params(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+            base_task = None
+            if self.handlers.is_base:
+                base_task = BaseTask("free") if (message.get("text") or "").strip() else BaseTask("transcribe")
+            messages = self.handlers.model_messages(conversation, system_prompt, base_task, lang)
+        except Exception as exc:  # noqa: BLE001
+            raise as_user_error(exc, lang) from None
+        logger.info("api /chat: %d message(s), %d earlier", len(messages), len(history or []))
+        steps = 0
+        for kind, value in self.handlers.stream_text(messages, params, lang):
+            if kind == "text":
+                steps += 1
+                yield value
+        if steps == 0:
+            yield ""
+

@@ -1,0 +1,80 @@
+"""What the UI needs from a model backend, as structural types.
+
+``model.ModelWorker`` satisfies :class:`ChatBackend` as it is; a remote backend (an HTTP client of a
+model server) or a scripted fake in tests can satisfy it too. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from model.params import GenerationParams
+
+__all__ = ["AudioNote", "BackendInfo", "ChatBackend", "GenerationParams", "ReplyStreamLike", "user_message_of"]
+
+
+class AudioNote(Protocol):
+    """What the backend did with one audio of the conversation."""
+
+    source: str  # file name
+    seconds: float
+    windows: int  # > 1: the audio was split into windows of at most 30 s
+
+
+class PreparedLike(Protocol):
+    audios: Sequence[AudioNote]
+
+
+class BackendInfo(Protocol):
+    checkpoint: str
+    family: str  # "chat" or "base"
+    device: str
+    random_weights: bool
+
+    @property
+    def label(self) -> str: ...
+
+
+@runtime_checkable
+class ReplyStreamLike(Protocol):
+    """Iterating yields the reply's text pieces; ``close()`` cancels the request."""
+
+    @property
+    def prepared(self) -> PreparedLike: ...
+
+    @property
+    def position(self) -> int | None:
+        """Requests ahead of this one (0 while generating, None once finished)."""
+
+    def wait_started(self, timeout: float | None = None) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __next__(self) -> str: ...
+
+    def __enter__(self) -> "ReplyStreamLike": ...
+
+    def __exit__(self, *exc_info: Any) -> Any: ...
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """Streams replies to conversations in Qwen2-Audio's message format."""
+
+    @property
+    def info(self) -> BackendInfo: ...
+
+    @property
+    def family(self) -> str: ...
+
+    def stream(self, messages: Sequence[dict[str, Any]], params: GenerationParams | None = None) -> ReplyStreamLike:
+        """Queue a reply. Errors a user can fix raise here or from ``next()`` carrying ``user_message``."""
+
+
+def user_message_of(exc: BaseException) -> str | None:
+    """The one sentence a backend error carries for the user, or None for an unexpected error."""
+    message = getattr(exc, "user_message", None)
+    return message if isinstance(message, str) and message else None

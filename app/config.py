@@ -1,0 +1,232 @@
+"""The demo's one typed configuration, built once at start-up and passed down.
+
+Precedence, lowest first: the dataclass defaults below <- a YAML file from ``configs/`` (``--config``
+or ``QWEN_DEMO_CONFIG``) <- environment variables (``QWEN_DEMO_<FIELD>``, plus Gradio's own
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``) <- command-line flags. The command line is derived
+from the fields, so every field has a flag, and ``--help`` shows each one with its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "QWEN_DEMO_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+#: Gradio's own variables, honoured so the demo runs unchanged on Spaces and in containers.
+GRADIO_ENV = {"server_name": "GRADIO_SERVER_NAME", "server_port": "GRADIO_SERVER_PORT"}
+
+DEVICES = ("auto", "cuda", "cpu")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+BACKENDS = ("local", "openai")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or malformed; the message is one sentence naming it."""
+
+
+def _field(default: Any, help: str, *, flags: Sequence[str] = (), choices: Sequence[str] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flags": tuple(flags), "choices": choices})
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Every setting of the demo. Field docs double as ``--help`` text."""
+
+    # The model
+    checkpoint_path: str = _field(
+        "Qwen/Qwen2-Audio-7B-Instruct", "Hub id or local directory of the Qwen2-Audio checkpoint",
+        flags=("-c", "--checkpoint-path"),
+    )
+    device: str = _field("auto", "Where the model runs (auto = CUDA when available)", choices=DEVICES)
+    dtype: str = _field("auto", "Model dtype (auto = bfloat16 on GPU, float32 on CPU)", choices=DTYPES)
+    backend: str = _field(
+        "local", "local: load the model in this process; openai: drive an OpenAI-compatible server (vLLM, another demo)",
+        choices=BACKENDS,
+    )
+    api_base: str = _field("", "With --backend openai: the server's base URL, e.g. http://gpu-box:8000/v1")
+    remote_model: str = _field("", "With --backend openai: the model name on that server (empty = the first it lists)")
+    remote_api_key: str = _field("", "With --backend openai: the key sent to that server (empty = --api-key)")
+    # The server
+    server_name: str = _field("127.0.0.1", "Interface to listen on (0.0.0.0 for every interface)")
+    server_port: int = _field(7860, "Port to listen on")
+    share: bool = _field(False, "Also serve through a public gradio.live link")
+    inbrowser: bool = _field(False, "Open the page in the default browser once it is up")
+    concurrency_limit: int = _field(4, "Chat requests accepted at once; the model answers them one at a time, in order")
+    max_queue_size: int = _field(32, "Requests that may wait in the queue before new ones are refused")
+    api: bool = _field(True, "Serve the OpenAI-compatible API at /v1/chat/completions and /v1/models")
+    api_key: str = _field("", "Bearer key the /v1 API requires (empty = open)")
+    audio_url_allowlist: str = _field("", "Comma-separated hosts whose http(s) audio_url the /v1 API may fetch (empty = none)")
+    # Audio
+    max_audio_seconds: float = _field(300.0, "Longest audio accepted, in seconds (longer audio is refused)")
+    max_upload_mb: int = _field(200, "Largest file accepted, in MB")
+    # Default generation settings (each can be changed in the page and through the API)
+    system_prompt: str = _field("", "System prompt (empty = the model's default)")
+    max_new_tokens: int = _field(512, "Default maximum length of a reply, in tokens")
+    max_new_tokens_limit: int = _field(2048, "Largest maximum length the page offers")
+    temperature: float = _field(0.7, "Default sampling temperature (0 = greedy, deterministic)")
+    top_p: float = _field(0.5, "Default nucleus sampling threshold")
+    top_k: int = _field(20, "Default top-k (0 disables it)")
+    repetition_penalty: float = _field(1.1, "Default repetition penalty (1.0 disables it)")
+    seed: int = _field(-1, "Default random seed (-1 = a different one each time)")
+    # Caches that make follow-up turns fast (0 turns one off)
+    cache_audio_mb: int = _field(256, "Decoded audio kept for reuse, in MB")
+    cache_features_mb: int = _field(256, "Audio features kept for reuse, in MB")
+    prefix_cache_tokens: int = _field(8192, "Prompt KV cache kept for reuse, in tokens (about 0.5 MiB each on the 7B model)")
+    # The page
+    examples: bool = _field(True, "Offer example clips and questions under the chat")
+    log_level: str = _field("INFO", "Logging level", choices=LOG_LEVELS)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, not {value!r}.")
+        checks = {
+            "server_port": (0 <= self.server_port <= 65535, "between 0 and 65535"),
+            "concurrency_limit": (self.concurrency_limit >= 1, "at least 1"),
+            "max_queue_size": (self.max_queue_size >= 1, "at least 1"),
+            "max_audio_seconds": (self.max_audio_seconds > 0, "positive"),
+            "max_upload_mb": (self.max_upload_mb >= 1, "at least 1"),
+            "max_new_tokens": (1 <= self.max_new_tokens <= self.max_new_tokens_limit,
+                               "between 1 and max_new_tokens_limit"),
+            "temperature": (self.temperature >= 0, "0 or more"),
+            "top_p": (0 < self.top_p <= 1, "in (0, 1]"),
+            "top_k": (self.top_k >= 0, "0 or more"),
+            "repetition_penalty": (self.repetition_penalty > 0, "positive"),
+            "api_base": (self.backend != "openai" or self.api_base.startswith(("http://", "https://")),
+                         "an http(s) URL when backend is openai"),
+            "cache_audio_mb": (self.cache_audio_mb >= 0, "0 or more"),
+            "cache_features_mb": (self.cache_features_mb >= 0, "0 or more"),
+            "prefix_cache_tokens": (self.prefix_cache_tokens >= 0, "0 or more"),
+        }
+        for name, (ok, wanted) in checks.items():
+            if not ok:
+                raise ConfigError(f"{name} must be {wanted}, not {getattr(self, name)!r}.")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def audio_url_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower() for h in self.audio_url_allowlist.split(",") if h.strip())
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    hints = typing.get_type_hints(DemoConfig)
+    kind = hints[f.name]
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    return kind
+
+
+def _coerce(name: str, kind: type, value: Any, source: str) -> Any:
+    """Turn a YAML/env/CLI value into the field's type, or raise ConfigError naming where it came from."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} from {source} must be {kind.__name__}, not {value!r}.") from None
+
+
+def _from_yaml(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {path} is not valid YAML ({exc.__class__.__name__}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of field: value.")
+    known = {f.name: f for f in dataclasses.fields(DemoConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"Config file {path} has unknown field(s): {', '.join(unknown)}.")
+    return {k: _coerce(k, _field_type(known[k]), v, path) for k, v in data.items()}
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(DemoConfig):
+        for var in (GRADIO_ENV.get(f.name), ENV_PREFIX + f.name.upper()):  # ours wins over Gradio's
+            if var and var in environ:
+                values[f.name] = _coerce(f.name, _field_type(f), environ[var], f"${var}")
+    return values
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """The command line: ``--config``, ``--cpu-only`` and one flag per config field."""
+    parser = argparse.ArgumentParser(
+        prog="web_demo_audio.py",
+        description="Browser chat demo for Qwen2-Audio: record or upload audio, ask about it, watch the answer stream.",
+        epilog=f"Every option can also be set in a YAML file (--config) or as ${ENV_PREFIX}<OPTION> "
+        "(e.g. QWEN_DEMO_SERVER_PORT=8000); the command line wins over the environment, which wins over the file.",
+    )
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help=f"YAML file of settings, e.g. configs/cpu-tryout.yaml (default: ${CONFIG_ENV} or none)")
+    parser.add_argument("--cpu-only", action="store_true", default=argparse.SUPPRESS,
+                        help="Run on the CPU; the same as --device cpu (default: False)")
+    for f in dataclasses.fields(DemoConfig):
+        kind = _field_type(f)
+        flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+        default_text = f.default if f.default != "" else '""'
+        help_text = f"{f.metadata['help']} (default: {default_text})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if kind is bool:
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if f.metadata["choices"]:
+            kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(*flags, type=kind, metavar=f.name.upper() if not f.metadata["choices"] else None, **kwargs)
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> DemoConfig:
+    """Build the config from defaults, a YAML file, the environment and ``argv`` (in that order).
+
+    Raises ConfigError for a bad file or value; argparse exits with usage for a bad flag.
+    """
+    environ = os.environ if environ is None else environ
+    args = vars(build_arg_parser().parse_args(list(argv) if argv is not None else None))
+    values: dict[str, Any] = {}
+    config_file = args.pop("config", None) or environ.get(CONFIG_ENV)
+    if config_file:
+        values.update(_from_yaml(config_file))
+    values.update(_from_env(environ))
+    cpu_only = args.pop("cpu_only", False)
+    values.update(args)
+    if cpu_only:
+        values["device"] = "cpu"
+    try:
+        return DemoConfig(**values)
+    except TypeError as exc:  # pragma: no cover - unknown keys are caught above
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,82 @@
+"""``build_demo(backend, config)``: the whole page for one backend, and how to launch it."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .api import ChatApi
+from .backend import ChatBackend
+from .config import DemoConfig
+from .events import wire_events
+from .examples import Example, build_examples
+from .handlers import ChatHandlers
+from .i18n import I18N, LABELS
+from .layout import STATIC_DIR, build_layout
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "qwen2-audio-demo"
+
+
+def build_demo(
+    backend: ChatBackend,
+    config: DemoConfig,
+    *,
+    examples: list[Example] | None = None,
+    work_dir: Path | None = None,
+) -> gr.Blocks:
+    """The page, wired to ``backend`` (a ModelWorker or anything satisfying :class:`ChatBackend`).
+
+    ``examples`` defaults to the generated example clips when ``config.examples`` is on; ``work_dir``
+    holds those clips and the clips cut at timestamps (default: a folder in the system temp dir).
+    """
+    work_dir = Path(work_dir or DEFAULT_WORK_DIR)
+    if examples is None:
+        examples = build_examples(work_dir / "examples") if config.examples else []
+    handlers = ChatHandlers(backend, config, clips_dir=work_dir / "clips")
+    # The tab title is plain text: Gradio does not translate it.
+    with gr.Blocks(title=LABELS["en"]["title"], analytics_enabled=False, fill_width=False) as demo:
+        ui = build_layout(backend.info, config, examples)
+        wire_events(ui, handlers, ChatApi(handlers), config)
+    demo.queue(default_concurrency_limit=config.concurrency_limit, max_size=config.max_queue_size)
+    return demo
+
+
+def theme() -> gr.themes.Base:
+    # The default theme's fonts are served locally: the page loads nothing from other hosts.
+    return gr.themes.Default(primary_hue="indigo", secondary_hue="blue", neutral_hue="slate")
+
+
+def launch_options(config: DemoConfig) -> dict[str, Any]:
+    """Keyword arguments for ``Blocks.launch``: server, limits, i18n and the static CSS and logo."""
+    return dict(
+        server_name=config.server_name,
+        server_port=config.server_port,
+        share=config.share,
+        inbrowser=config.inbrowser,
+        max_file_size=f"{config.max_upload_mb}mb",
+        show_error=False,
+        quiet=True,
+        ssr_mode=False,
+        i18n=I18N,
+        theme=theme(),
+        css_paths=[STATIC_DIR / "style.css"],
+        favicon_path=str(STATIC_DIR / "logo.svg"),
+        allowed_paths=[str(STATIC_DIR)],  # the button icons, wherever the demo is started from
+        footer_links=["api", "settings"],
+    )
+
+
+def launch_demo(demo: gr.Blocks, config: DemoConfig, *, block: bool = True, **overrides: Any) -> str:
+    """Start serving ``demo``; log one line with the URL; block until stopped unless ``block`` is False."""
+    options = launch_options(config) | overrides
+    _, local_url, share_url = demo.launch(prevent_thread_lock=True, **options)
+    logger.info("serving on %s%s", local_url, f" and {share_url}" if share_url else "")
+    if block:
+        demo.block_thread()
+    return local_url

@@ -1,0 +1,280 @@
+"""Event handlers: values from the page in, a conversation to the backend, display history out.
+
+Each handler copies the history it is given, derives the model-facing conversation from it with
+:func:`app.history.to_model_messages`, and returns (or streams) the new display history.
+
+Errors carry the backend's own sentence when a user can act on them (``user_message``); anything else
+is logged with its traceback and shown as a short apology. On the page, a bad input is refused by a
+validator next to the input and a failed reply becomes a toast (Gradio 6 would cover the whole chat
+with a raised error); the API raises ``gr.Error``. The input is given back by the ``idle`` step that
+follows every outcome (see :mod:`app.events`).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
+
+from .backend import ChatBackend, GenerationParams, user_message_of
+from .config import DemoConfig
+from .history import (
+    BaseTask,
+    Message,
+    audio_paths,
+    paths_outside,
+    pop_last_turn,
+    to_model_messages,
+    without_last_reply,
+    without_notes,
+)
+from .i18n import language_of, say
+from .timestamps import cut_clips, render_timestamps
+
+logger = logging.getLogger(__name__)
+
+#: How often a queued request re-checks its place in the worker's queue.
+QUEUE_POLL_S = 0.25
+
+
+def format_duration(seconds: float) -> str:
+    """2.46 -> "0:02.5", 75 -> "1:15.0"."""
+    tenths = int(round(seconds * 10))
+    minutes, rest = divmod(tenths, 600)
+    return f"{minutes}:{rest // 10:02d}.{rest % 10}"
+
+
+def as_user_error(exc: BaseException, lang: str) -> gr.Error:
+    """A ``gr.Error`` for ``exc``: its own sentence if it is one a user can act on, else an apology."""
+    if isinstance(exc, gr.Error):
+        return exc
+    message = user_message_of(exc)
+    if message:
+        logger.info("request refused: %s", message)
+        return gr.Error(message)
+    logger.error("unexpected error while answering", exc_info=exc)
+    return gr.Error(say("failed", lang))
+
+
+def make_params(max_new_tokens: Any, temperature: Any, top_p: Any, top_k: Any, repetition_penalty: Any,
+                seed: Any) -> GenerationParams:
+    """GenerationParams from the settings as the page or the API sends them; seed < 0 or empty = random."""
+    def number(value: Any, kind: type) -> Any:
+        return None if value is None or value == "" else kind(value)
+
+    seed_value = number(seed, float)
+    return GenerationParams(
+        max_new_tokens=number(max_new_tokens, int),
+        temperature=number(temperature, float),
+        top_p=number(top_p, float),
+        top_k=number(top_k, int),
+        repetition_penalty=number(repetition_penalty, float),
+        seed=None if seed_value is None or seed_value < 0 else int(seed_value),
+    )
+
+
+def busy_updates() -> tuple[Any, ...]:
+    """While a reply streams: the input is locked and offers Stop; Regenerate and Undo wait."""
+    return (
+        gr.MultimodalTextbox(value=None, interactive=False, submit_btn=False, stop_btn=True),
+        gr.Button(interactive=True, variant="stop"),
+        gr.Button(interactive=False),
+        gr.Button(interactive=False),
+    )
+
+
+def idle_updates() -> tuple[Any, ...]:
+    """After any outcome (answer, Stop, error, Clear): the input is usable again."""
+    return (
+        gr.MultimodalTextbox(interactive=True, submit_btn=True, stop_btn=False),
+        gr.Button(interactive=False, variant="secondary"),
+        gr.Button(interactive=True),
+        gr.Button(interactive=True),
+    )
+
+
+def _file_paths(message: dict) -> list[str]:
+    files = [f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else None)
+             for f in message.get("files") or []]
+    return [f for f in files if f]
+
+
+class ChatHandlers:
+    """The page's handlers, bound to one backend and one config (no globals)."""
+
+    def __init__(self, backend: ChatBackend, config: DemoConfig, clips_dir: Path):
+        self.backend = backend
+        self.config = config
+        self.clips_dir = Path(clips_dir)
+        self.limits = AudioLimits(max_seconds=config.max_audio_seconds, max_bytes=config.max_upload_bytes)
+        self.is_base = backend.family == "base"
+        self._seconds: dict[tuple[str, float], float] = {}  # decoded durations, shared by validate and echo
+
+    # ------------------------------------------------------------------ shared with the API
+    def model_messages(self, history: Sequence[Message], system_prompt: str, base_task: BaseTask | None,
+                       lang: str) -> list[Message]:
+        """The conversation for the backend; refuses audio that was not uploaded through Gradio."""
+        messages = to_model_messages(history, system_prompt=system_prompt or "", base_task=base_task)
+        audios = [item["audio"] for m in messages if isinstance(m["content"], list)
+                  for item in m["content"] if item.get("type") == "audio"]
+        outside = paths_outside(audios, [get_upload_folder()])
+        if outside:
+            logger.warning("refused audio outside the upload folder: %s", outside[0])
+            raise gr.Error(say("not_uploaded", lang, name=os.path.basename(outside[0])))
+        return messages
+
+    def stream_text(self, messages: list[Message], params: GenerationParams, lang: str) -> Iterator[tuple[str, Any]]:
+        """Yield ("queued", requests ahead) while waiting, then ("text", reply so far) per piece.
+
+        Closing this generator (Stop, a closed tab, a cancelled API job) closes the backend's stream,
+        which cancels the request in the worker.
+        """
+        try:
+            reply = self.backend.stream(messages, params)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            raise as_user_error(exc, lang) from None
+        with reply:
+            for audio in reply.prepared.audios:
+                if audio.windows > 1:
+                    gr.Info(html.escape(say("split", lang, name=audio.source, seconds=audio.seconds,
+                                            windows=audio.windows)))
+            while not reply.wait_started(QUEUE_POLL_S):
+                ahead = reply.position
+                if ahead is None:
+                    break
+                yield "queued", ahead
+            text = ""
+            try:
+                for piece in reply:
+                    text += piece
+                    yield "text", text
+            except Exception as exc:  # noqa: BLE001
+                raise as_user_error(exc, lang) from None
+            if getattr(reply, "finish_reason", None) == "length" and params.max_new_tokens:
+                gr.Info(say("length", lang, tokens=params.max_new_tokens))
+
+    # ------------------------------------------------------------------ page events
+    def audio_seconds(self, path: str) -> float:
+        """Decode ``path`` (as the worker will) and return its duration; raises the model's AudioError."""
+        key = (path, os.path.getmtime(path) if os.path.exists(path) else 0.0)
+        if key not in self._seconds:
+            if len(self._seconds) > 256:
+                self._seconds.clear()
+            self._seconds[key] = len(decode_audio(path, self.limits)) / SAMPLE_RATE
+        return self._seconds[key]
+
+    def validate_user_turn(self, message: dict | None, history: list[Message] | None,
+                           request: gr.Request) -> tuple[Any, Any]:
+        """Before the chat changes: refuse an empty input, or a file that is not usable audio, at the input."""
+        lang = language_of(request)
+        message = message or {}
+        files = _file_paths(message)
+        if not (message.get("text") or "").strip() and not files:
+            return gr.validate(False, say("empty_input", lang)), gr.validate(True, "")
+        for path in files:
+            try:
+                self.audio_seconds(path)
+            except Exception as exc:  # noqa: BLE001
+                return gr.validate(False, as_user_error(exc, lang).message), gr.validate(True, "")
+        return gr.validate(True, ""), gr.validate(True, "")
+
+    def add_user_turn(self, message: dict | None, history: list[Message] | None) -> tuple[Any, ...]:
+        """Echo the user's audio (players labelled with name and duration) and text into the chat; lock the input."""
+        history = list(history or [])
+        message = message or {}
+        new: list[Message] = [
+            {"role": "user", "content": self.audio_message(path, self.audio_seconds(path))}
+            for path in _file_paths(message)
+        ]
+        text = (message.get("text") or "").strip()
+        if text:
+            new.append({"role": "user", "content": text})
+        return (history + new, *busy_updates())
+
+    @staticmethod
+    def audio_message(path: str, seconds: float) -> gr.Audio:
+        return gr.Audio(path, label=f"{os.path.basename(path)} · {format_duration(seconds)}",
+                        show_label=True, buttons=["download"])
+
+    def respond(self, history: list[Message] | None, system_prompt: str, max_new_tokens: Any, temperature: Any,
+                top_p: Any, top_k: Any, repetition_penalty: Any, seed: Any, task: str | None, language: str | None,
+                request: gr.Request) -> Iterator[list[Message]]:
+        """Stream the assistant's reply into the chat, then attach clips for any timestamps in it.
+
+        A failure is shown as a toast and the chat keeps what was answered so far (a raised error would
+        cover the whole chat in Gradio 6); the ``idle`` step after it gives the input back.
+        """
+        lang = language_of(request)
+        history = without_notes(list(history or []))
+        text = ""
+        try:
+            params = make_params(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+            base_task = BaseTask(task or "transcribe", language or None) if self.is_base else None
+            messages = self.model_messages(history, system_prompt, base_task, lang)
+            for kind, value in self.stream_text(messages, params, lang):
+                if kind == "queued":
+                    note = {"title": say("queued", lang, ahead=value), "status": "pending"}
+                    yield history + [{"role": "assistant", "content": "", "metadata": note}]
+                else:
+                    text = value
+                    yield history + [{"role": "assistant", "content": render_timestamps(text)}]
+        except Exception as exc:  # noqa: BLE001 - GeneratorExit (Stop) is not an Exception and passes
+            error = as_user_error(exc, lang)
+            gr.Warning(html.escape(error.message), title=say("error_title", lang), duration=None)
+            yield history + ([{"role": "assistant", "content": render_timestamps(text)}] if text else [])
+            return
+        final = history + ([{"role": "assistant", "content": render_timestamps(text)}] if text else [])
+        yield final + self.clip_messages(text, history, lang)
+
+    def clip_messages(self, reply: str, history: Sequence[Message], lang: str) -> list[Message]:
+        """Assistant messages with a player per time range the reply's timestamps name (may be empty)."""
+        audios = audio_paths(history)
+        if "<|" not in reply or not audios:
+            return []
+        try:
+            clips = cut_clips(reply, audios[-1], self.clips_dir, self.limits)
+        except Exception:  # noqa: BLE001 - clips are a bonus; the answer stands without them
+            logger.warning("could not cut clips from %s", audios[-1], exc_info=True)
+            gr.Warning(say("clip_failed", lang, name=os.path.basename(audios[-1])))
+            return []
+        return [{"role": "assistant", "content": gr.Audio(str(c.path), label=c.label, show_label=True,
+                                                            buttons=["download"])} for c in clips]
+
+    @staticmethod
+    def validate_regenerate(history: list[Message] | None, request: gr.Request) -> Any:
+        if without_last_reply(list(history or [])) is None:
+            return gr.validate(False, say("nothing_to_regenerate", language_of(request)))
+        return gr.validate(True, "")
+
+    @staticmethod
+    def prepare_regenerate(history: list[Message] | None) -> tuple[Any, ...]:
+        """Drop the last answer (and its clips) so that :meth:`respond` answers the last question again."""
+        return (without_last_reply(list(history or [])) or [], *busy_updates())
+
+    @staticmethod
+    def undo(history: list[Message] | None, request: gr.Request) -> tuple[Any, Any]:
+        """Remove the last question and its answer, and put the question back into the input."""
+        popped = pop_last_turn(list(history or []))
+        if popped is None:
+            gr.Warning(say("nothing_to_undo", language_of(request)))
+            return gr.skip(), gr.skip()
+        rest, text, files = popped
+        return rest, gr.MultimodalTextbox(value={"text": text, "files": files})
+
+    @staticmethod
+    def clear() -> tuple[Any, ...]:
+        textbox = gr.MultimodalTextbox(value=None, interactive=True, submit_btn=True, stop_btn=False)
+        return ([], textbox, *idle_updates()[1:])
+
+    @staticmethod
+    def idle(history: list[Message] | None) -> tuple[Any, ...]:
+        """Give the input back; a "waiting" note left by a stopped request is removed."""
+        return (without_notes(list(history or [])), *idle_updates())

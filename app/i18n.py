@@ -1,0 +1,123 @@
+"""English and Chinese text of the page.
+
+Labels go through ``gr.I18n`` (the browser picks the language). Messages the handlers raise or show
+(``gr.Error``/``gr.Warning``/``gr.Info``, queue notes) are picked here from the request's
+Accept-Language header with :func:`say`. The model's own sentences (``user_message``) stay as written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Qwen2-Audio chat",
+        "subtitle": "Record or upload audio, ask about it, and follow up. Several clips per question are fine.",
+        "placeholder": "Ask about your audio… (attach a file or record one with the buttons)",
+        "stop": "Stop",
+        "regenerate": "Regenerate",
+        "undo": "Undo",
+        "clear": "Clear",
+        "settings": "Settings",
+        "system_prompt": "System prompt",
+        "system_prompt_info": "Empty: the model's default (“You are a helpful assistant.”)",
+        "max_new_tokens": "Max new tokens",
+        "temperature": "Temperature",
+        "temperature_info": "0 = greedy: the same answer every time",
+        "top_p": "Top-p",
+        "top_k": "Top-k",
+        "repetition_penalty": "Repetition penalty",
+        "seed": "Seed",
+        "seed_info": "-1 = a new random seed for every answer",
+        "examples": "Examples",
+        "task": "Task",
+        "task_transcribe": "Transcribe",
+        "task_translate": "Translate",
+        "task_caption": "Caption",
+        "task_free": "Free prompt",
+        "language": "Language",
+        "base_note": "This is a base model: attach one audio per question and choose a task.",
+    },
+    "zh-CN": {
+        "title": "Qwen2-Audio 语音对话",
+        "subtitle": "录音或上传音频，就它提问并继续追问。一个问题可以附带多段音频。",
+        "placeholder": "就你的音频提问……（用按钮上传文件或录音）",
+        "stop": "停止",
+        "regenerate": "重新生成",
+        "undo": "撤销",
+        "clear": "清空",
+        "settings": "设置",
+        "system_prompt": "系统提示词",
+        "system_prompt_info": "留空：使用模型默认值（“You are a helpful assistant.”）",
+        "max_new_tokens": "最大生成长度",
+        "temperature": "温度",
+        "temperature_info": "0 = 贪心解码：每次回答相同",
+        "top_p": "Top-p",
+        "top_k": "Top-k",
+        "repetition_penalty": "重复惩罚",
+        "seed": "随机种子",
+        "seed_info": "-1 = 每次回答使用新的随机种子",
+        "examples": "示例",
+        "task": "任务",
+        "task_transcribe": "语音转写",
+        "task_translate": "语音翻译",
+        "task_caption": "音频描述",
+        "task_free": "自由提示",
+        "language": "语言",
+        "base_note": "这是基础模型：每个问题附带一段音频并选择任务。",
+    },
+}
+# Browsers that send plain "zh" get the same text.
+LABELS["zh"] = LABELS["zh-CN"]
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "en": {
+        "empty_input": "Type a question or attach an audio first.",
+        "nothing_to_regenerate": "There is no answer to regenerate yet.",
+        "nothing_to_undo": "There is nothing to undo.",
+        "split": "{name} is {seconds:.0f} s long: split into {windows} windows of ≤30 s.",
+        "queued": "Waiting for the model: {ahead} request(s) ahead…",
+        "not_uploaded": "{name} was not uploaded through this page; attach the file again.",
+        "failed": "Sorry, something went wrong while answering; please try again.",
+        "clip_failed": "Could not cut clips from {name}.",
+        "error_title": "Could not answer",
+        "length": "The answer reached the limit of {tokens} new tokens; raise “Max new tokens” in Settings for more.",
+    },
+    "zh-CN": {
+        "empty_input": "请先输入问题或附加音频。",
+        "nothing_to_regenerate": "还没有可以重新生成的回答。",
+        "nothing_to_undo": "没有可以撤销的内容。",
+        "split": "{name} 长 {seconds:.0f} 秒：已分成 {windows} 段（每段不超过 30 秒）。",
+        "queued": "正在排队：前面还有 {ahead} 个请求……",
+        "not_uploaded": "{name} 不是通过本页面上传的，请重新附加该文件。",
+        "failed": "抱歉，回答时出错了，请重试。",
+        "clip_failed": "无法从 {name} 截取片段。",
+        "error_title": "无法回答",
+        "length": "回答已达到 {tokens} 个新 token 的上限；可在“设置”中调高“最大生成长度”。",
+    },
+}
+
+I18N = gr.I18n(**LABELS)
+
+
+def label(key: str) -> Any:
+    """A label the browser translates (``gr.I18n`` key); raises KeyError for an unknown key."""
+    if key not in LABELS["en"]:
+        raise KeyError(key)
+    return I18N(key)
+
+
+def language_of(request: Any) -> str:
+    """"zh-CN" when the request's Accept-Language prefers Chinese, else "en"."""
+    headers = getattr(request, "headers", None) or {}
+    accept = (headers.get("accept-language") or "") if hasattr(headers, "get") else ""
+    first = accept.split(",")[0].strip().lower()
+    return "zh-CN" if first.startswith("zh") else "en"
+
+
+def say(key: str, lang: str = "en", **values: Any) -> str:
+    """A handler message in ``lang`` (falling back to English), formatted with ``values``."""
+    table = MESSAGES.get(lang, MESSAGES["en"])
+    return table.get(key, MESSAGES["en"][key]).format(**values)

@@ -1,0 +1,138 @@
+"""The page's components, laid out; no behaviour (see :mod:`app.events`) and no model access.
+
+Header (logo, title, the model and device) / chat / input with microphone and upload / Stop,
+Regenerate, Undo, Clear / the task selector for base checkpoints / settings / examples.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from model.conversation import BASE_TASK_LANGUAGES, BASE_TASKS
+
+from .backend import BackendInfo
+from .config import DemoConfig
+from .examples import Example
+from .i18n import label
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+#: Listed extensions, not "audio": Gradio's "audio" filter rejects .webm (its mimetype is video/webm).
+AUDIO_FILE_TYPES = [".wav", ".flac", ".mp3", ".ogg", ".opus", ".webm", ".m4a", ".aac"]
+
+
+@dataclass
+class Layout:
+    """Handles on the components the events use."""
+
+    chatbot: gr.Chatbot
+    textbox: gr.MultimodalTextbox
+    stop_btn: gr.Button
+    regen_btn: gr.Button
+    undo_btn: gr.Button
+    clear_btn: gr.Button
+    system_prompt: gr.Textbox
+    max_new_tokens: gr.Slider
+    temperature: gr.Slider
+    top_p: gr.Slider
+    top_k: gr.Slider
+    repetition_penalty: gr.Slider
+    seed: gr.Number
+    task: gr.Radio
+    language: gr.Dropdown
+    api_trigger: gr.Button
+    api_output: gr.Textbox
+
+    @property
+    def settings(self) -> list[Any]:
+        """The generation settings, in the order of the handlers' and the API's parameters."""
+        return [self.system_prompt, self.max_new_tokens, self.temperature, self.top_p, self.top_k,
+                self.repetition_penalty, self.seed]
+
+    @property
+    def input_lock(self) -> list[Any]:
+        """What busy/idle updates toggle: the input and the buttons that must wait for a reply."""
+        return [self.textbox, self.stop_btn, self.regen_btn, self.undo_btn]
+
+
+def _header(info: BackendInfo) -> None:
+    logo = (STATIC_DIR / "logo.svg").read_text(encoding="utf-8")
+    badge_class = "random" if info.random_weights else ""
+    badge = f'<div id="model-badge" class="{badge_class}"><code>{html.escape(info.label)}</code></div>'
+    with gr.Row(elem_id="header"):
+        gr.HTML(logo, elem_id="logo", js_on_load=None)
+        with gr.Column(scale=20, elem_id="title"):
+            # One translation key per component: the browser translates whole values only.
+            gr.Markdown(label("title"), elem_id="title-text")
+            gr.Markdown(label("subtitle"), elem_id="subtitle")
+            gr.HTML(badge, js_on_load=None)
+
+
+def _icon(name: str) -> str:
+    return str(STATIC_DIR / "icons" / f"{name}.svg")
+
+
+def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example]) -> Layout:
+    """Create the components inside the current ``gr.Blocks`` context and return handles on them."""
+    is_base = info.family == "base"
+    _header(info)
+    chatbot = gr.Chatbot(
+        show_label=False, elem_id="chatbot", height=520, buttons=["copy", "copy_all"],
+        feedback_options=None, group_consecutive_messages=True, autoscroll=True,
+    )
+    with gr.Row(visible=is_base, elem_id="task-row"):
+        task = gr.Radio(
+            [(label(f"task_{t}"), t) for t in BASE_TASKS], value="transcribe", label=label("task"),
+            elem_id="task", scale=3,
+        )
+        language = gr.Dropdown(
+            [("auto", "")] + [(name, code) for code, name in BASE_TASK_LANGUAGES.items()], value="",
+            label=label("language"), elem_id="language", scale=1,
+        )
+    if is_base:
+        gr.Markdown(label("base_note"), elem_id="notes")
+    textbox = gr.MultimodalTextbox(
+        sources=["microphone", "upload"], file_types=AUDIO_FILE_TYPES, file_count="multiple",
+        placeholder=label("placeholder"), show_label=False, elem_id="input", autofocus=True,
+        submit_btn=True, stop_btn=False, max_plain_text_length=4000,
+    )
+    with gr.Row(elem_id="actions"):
+        stop_btn = gr.Button(label("stop"), icon=_icon("stop"), variant="secondary", interactive=False, elem_id="stop",
+                             size="sm")
+        regen_btn = gr.Button(label("regenerate"), icon=_icon("regenerate"), elem_id="regenerate", size="sm")
+        undo_btn = gr.Button(label("undo"), icon=_icon("undo"), elem_id="undo", size="sm")
+        clear_btn = gr.Button(label("clear"), icon=_icon("clear"), elem_id="clear", size="sm")
+    with gr.Accordion(label("settings"), open=False, elem_id="settings"):
+        system_prompt = gr.Textbox(config.system_prompt, label=label("system_prompt"), lines=2,
+                                   info=label("system_prompt_info"), elem_id="system-prompt", visible=not is_base)
+        with gr.Row():
+            max_new_tokens = gr.Slider(1, config.max_new_tokens_limit, value=config.max_new_tokens, step=1,
+                                       label=label("max_new_tokens"), elem_id="max-new-tokens")
+            temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label=label("temperature"),
+                                    info=label("temperature_info"), elem_id="temperature")
+        with gr.Row():
+            top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label=label("top_p"), elem_id="top-p")
+            top_k = gr.Slider(0, 100, value=config.top_k, step=1, label=label("top_k"), elem_id="top-k")
+        with gr.Row():
+            repetition_penalty = gr.Slider(1.0, 2.0, value=config.repetition_penalty, step=0.01,
+                                           label=label("repetition_penalty"), elem_id="repetition-penalty")
+            seed = gr.Number(config.seed, precision=0, minimum=-1, label=label("seed"), info=label("seed_info"),
+                             elem_id="seed")
+    if is_base:  # a base checkpoint takes one audio per request
+        examples = [e for e in examples if len(e.files) == 1]
+    if examples:
+        gr.Examples([e.as_value() for e in examples], inputs=[textbox], label=label("examples"),
+                    examples_per_page=8, elem_id="examples")
+    # The /chat API's trigger and result: never shown, never touched by the page.
+    api_trigger = gr.Button("chat api", visible=False)
+    api_output = gr.Textbox(visible=False, label="reply")
+    return Layout(
+        chatbot=chatbot, textbox=textbox, stop_btn=stop_btn, regen_btn=regen_btn, undo_btn=undo_btn,
+        clear_btn=clear_btn, system_prompt=system_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+        top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, task=task, language=language,
+        api_trigger=api_trigger, api_output=api_output,
+    )

@@ -1,0 +1,249 @@
+"""OpenAI Chat Completions requests -> the backend's conversation format, as vLLM accepts them for Qwen2-Audio.
+
+Content parts: ``text``, ``input_audio`` (``{"data": base64, "format": "wav"|"mp3"|...}``) and
+``audio_url`` with a ``data:`` URL. Plain http(s) audio URLs are fetched only from hosts on an explicit
+allow-list and never from loopback, private or link-local addresses (no server-side request forgery);
+``file://`` URLs and paths are always refused. Audio is written to a per-request temp directory and
+the conversation refers to those files; the caller removes the directory when the reply is done.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import logging
+import math
+import re
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from model.params import GenerationParams, InvalidParamsError
+
+logger = logging.getLogger(__name__)
+
+AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "webm", "m4a", "aac", "mp4")
+_MIME_TO_FORMAT = {
+    "wav": "wav", "x-wav": "wav", "wave": "wav", "vnd.wave": "wav", "mpeg": "mp3", "mp3": "mp3", "flac": "flac",
+    "x-flac": "flac", "ogg": "ogg", "opus": "opus", "webm": "webm", "mp4": "m4a", "m4a": "m4a", "x-m4a": "m4a",
+    "aac": "aac",
+}
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
+
+
+class ApiError(Exception):
+    """An error answered as OpenAI-style JSON: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def error_type(status: int) -> str:
+    return {
+        400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+        413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
+    }.get(status, "server_error")
+
+
+@dataclass
+class ApiLimits:
+    """What the API accepts: audio bytes per request, audios per request, and fetchable URL hosts."""
+
+    max_audio_bytes: int = 200 * 1024 * 1024
+    max_audios: int = 20
+    url_allowlist: tuple[str, ...] = ()  # host names whose http(s) audio URLs may be fetched
+    url_timeout_s: float = 10.0
+
+
+@dataclass
+class ChatRequest:
+    """A parsed request: the backend conversation, its settings, and the temp dir holding its audio."""
+
+    messages: list[dict[str, Any]]
+    params: GenerationParams
+    stream: bool
+    include_usage: bool
+    stop: list[str]
+    model: str | None
+    workdir: Path | None = None
+    audio_files: list[Path] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+def _number(body: dict[str, Any], name: str, kind: type, low: float | None = None, high: float | None = None) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+        raise ApiError(400, f"'{name}' must be a number.", param=name)
+    value = kind(value)
+    if (low is not None and value < low) or (high is not None and value > high) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ApiError(400, f"'{name}' is out of range.", param=name)
+    return value
+
+
+def parse_chat_request(body: Any, limits: ApiLimits) -> ChatRequest:
+    """Validate a ``/v1/chat/completions`` body and turn it into a :class:`ChatRequest` (raises ApiError)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list) or not raw_messages:
+        raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
+    if body.get("n", 1) not in (1, None):
+        raise ApiError(400, "Only n=1 is supported.", param="n")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    try:
+        params = GenerationParams(
+            max_new_tokens=_number({"max_tokens": max_tokens}, "max_tokens", int, 1),
+            temperature=_number(body, "temperature", float, 0, 2),
+            top_p=_number(body, "top_p", float, 0, 1),
+            top_k=_number(body, "top_k", int, -1) if body.get("top_k") not in (None, -1) else None,
+            repetition_penalty=_number(body, "repetition_penalty", float, 0),
+            seed=_number(body, "seed", int),
+            min_new_tokens=_number(body, "min_tokens", int, 0),  # vLLM's extension
+        )
+    except InvalidParamsError as exc:
+        raise ApiError(400, exc.user_message) from None
+    stop = body.get("stop") or []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
+        raise ApiError(400, "'stop' must be a string or a list of up to 4 non-empty strings.", param="stop")
+    stream_options = body.get("stream_options") or {}
+    request = ChatRequest(
+        messages=[], params=params, stream=bool(body.get("stream", False)),
+        include_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
+        stop=stop, model=body.get("model") if isinstance(body.get("model"), str) else None,
+    )
+    try:
+        request.messages = [_convert_message(i, m, request, limits) for i, m in enumerate(raw_messages)]
+    except BaseException:
+        request.cleanup()
+        raise
+    return request
+
+
+def _convert_message(index: int, message: Any, request: ChatRequest, limits: ApiLimits) -> dict[str, Any]:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise ApiError(400, f"{where} must be an object.", param=where)
+    role = message.get("role")
+    if role == "developer":
+        role = "system"
+    if role not in ("system", "user", "assistant"):
+        raise ApiError(400, f"{where} has an unsupported role {role!r}.", param=f"{where}.role")
+    content = message.get("content")
+    if content is None:
+        content = ""
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    if not isinstance(content, list):
+        raise ApiError(400, f"{where}.content must be a string or a list of content parts.", param=f"{where}.content")
+    items = []
+    for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise ApiError(400, f"{at} has no text.", param=at)
+            items.append({"type": "text", "text": part["text"]})
+        elif kind in ("input_audio", "audio_url"):
+            if role != "user":
+                raise ApiError(400, f"{at}: only user messages may carry audio.", param=at)
+            data, fmt = _audio_bytes(part, at, limits)
+            items.append({"type": "audio", "audio": str(_save_audio(request, data, fmt, index, limits))})
+        else:
+            raise ApiError(400, f"{at} has an unsupported type {kind!r}; use text, input_audio or audio_url.", param=at)
+    return {"role": role, "content": items}
+
+
+def _audio_bytes(part: dict[str, Any], at: str, limits: ApiLimits) -> tuple[bytes, str]:
+    if part["type"] == "input_audio":
+        spec = part.get("input_audio")
+        if not isinstance(spec, dict) or not isinstance(spec.get("data"), str):
+            raise ApiError(400, f"{at}.input_audio needs base64 'data'.", param=at)
+        fmt = str(spec.get("format") or "wav").lower()
+        if fmt not in AUDIO_FORMATS:
+            raise ApiError(400, f"{at}.input_audio has an unsupported format {fmt!r}; use one of {', '.join(AUDIO_FORMATS)}.", param=at)
+        return _b64decode(spec["data"], at, limits), fmt
+    spec = part.get("audio_url")
+    url = spec.get("url") if isinstance(spec, dict) else spec if isinstance(spec, str) else None
+    if not isinstance(url, str) or not url:
+        raise ApiError(400, f"{at}.audio_url needs a 'url'.", param=at)
+    if url.startswith("data:"):
+        match = _DATA_URL.match(url)
+        if not match or not match.group("b64"):
+            raise ApiError(400, f"{at}.audio_url is not a base64 data: URL.", param=at)
+        subtype = (match.group("mime") or "audio/wav").split("/", 1)[1].lower()
+        return _b64decode(match.group("data"), at, limits), _MIME_TO_FORMAT.get(subtype, "wav")
+    return _fetch_url(url, at, limits)
+
+
+def _b64decode(data: str, at: str, limits: ApiLimits) -> bytes:
+    if len(data) * 3 // 4 > limits.max_audio_bytes:
+        raise ApiError(413, f"{at}: the audio is larger than the limit of {limits.max_audio_bytes // (1024 * 1024)} MB.", param=at)
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"{at}: the audio data is not valid base64.", param=at) from None
+
+
+def _refuse_internal(host: str, at: str) -> None:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        raise ApiError(400, f"{at}: the host {host} of the audio URL cannot be resolved.", param=at) from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved or address.is_multicast or address.is_unspecified:
+            raise ApiError(400, f"{at}: audio URLs may not point at internal addresses.", param=at)
+
+
+def _fetch_url(url: str, at: str, limits: ApiLimits) -> tuple[bytes, str]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ApiError(400, f"{at}: only data: URLs are accepted for audio_url (file:// and paths are never read).", param=at)
+    host = (parts.hostname or "").lower()
+    if not limits.url_allowlist or host not in limits.url_allowlist:
+        raise ApiError(400, f"{at}: fetching audio from {host or 'that URL'} is not enabled on this server; send the audio inline as input_audio or a data: URL.", param=at)
+    _refuse_internal(host, at)
+    import httpx
+
+    try:
+        with httpx.stream("GET", url, timeout=limits.url_timeout_s, follow_redirects=False) as response:
+            if response.status_code != 200:
+                raise ApiError(400, f"{at}: fetching the audio URL gave HTTP {response.status_code}.", param=at)
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limits.max_audio_bytes:
+                    raise ApiError(413, f"{at}: the audio at that URL is larger than the limit.", param=at)
+                chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        raise ApiError(400, f"{at}: the audio URL could not be fetched ({type(exc).__name__}).", param=at) from None
+    suffix = Path(parts.path).suffix.lstrip(".").lower()
+    return b"".join(chunks), suffix if suffix in AUDIO_FORMATS else "wav"
+
+
+def _save_audio(request: ChatRequest, data: bytes, fmt: str, message_index: int, limits: ApiLimits) -> Path:
+    if len(request.audio_files) >= limits.max_audios:
+        raise ApiError(400, f"At most {limits.max_audios} audios are accepted per request.", param="messages")
+    if request.workdir is None:
+        request.workdir = Path(tempfile.mkdtemp(prefix="qwen-demo-api-"))
+    path = request.workdir / f"message{message_index + 1}-audio{len(request.audio_files) + 1}.{fmt}"
+    path.write_bytes(data)
+    request.audio_files.append(path)
+    return path

@@ -1,0 +1,246 @@
+"""A backend that drives an OpenAI-compatible server (vLLM, or another instance of this demo) over HTTP.
+
+``--backend openai --api-base URL`` makes the UI use it instead of loading a model in-process: it
+satisfies the same :class:`app.backend.ChatBackend` interface as ``model.ModelWorker``, so the UI does
+not know which one it has. Audio is decoded here with ffmpeg (so bad files are refused with their
+name, as in local mode) and sent inline as 16 kHz mono float32 WAV, which keeps the samples exactly as
+the local path would see them. Replies stream as server-sent events; ``close()`` (Stop) closes the HTTP
+stream, which makes the server stop generating.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import os
+import wave
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
+from model.params import GenerationParams
+
+logger = logging.getLogger(__name__)
+
+
+class RemoteBackendError(Exception):
+    """The server refused or failed a request; ``user_message`` is its sentence (or ours)."""
+
+    def __init__(self, user_message: str, status: int = 502):
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RemoteInfo:
+    checkpoint: str
+    api_base: str
+    family: str = "chat"
+    device: str = "remote"
+    dtype: str = "remote"
+    random_weights: bool = False
+
+    @property
+    def label(self) -> str:
+        suffix = " — RANDOM WEIGHTS, answers are gibberish" if self.random_weights else ""
+        return f"{self.checkpoint} via {self.api_base}{suffix}"
+
+
+@dataclass(frozen=True)
+class RemoteAudioInfo:
+    source: str
+    seconds: float
+    windows: int
+
+
+@dataclass
+class RemotePrepared:
+    audios: list[RemoteAudioInfo] = field(default_factory=list)
+
+
+def float_wav_bytes(samples: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
+    """A WAV (IEEE float32, mono) holding ``samples`` exactly."""
+    data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+    header = io.BytesIO()
+    header.write(b"RIFF")
+    header.write((36 + len(data)).to_bytes(4, "little"))
+    header.write(b"WAVEfmt ")
+    header.write((16).to_bytes(4, "little"))
+    header.write((3).to_bytes(2, "little"))  # WAVE_FORMAT_IEEE_FLOAT
+    header.write((1).to_bytes(2, "little"))
+    header.write(sr.to_bytes(4, "little"))
+    header.write((sr * 4).to_bytes(4, "little"))
+    header.write((4).to_bytes(2, "little"))
+    header.write((32).to_bytes(2, "little"))
+    header.write(b"data")
+    header.write(len(data).to_bytes(4, "little"))
+    return header.getvalue() + data
+
+
+def _error_sentence(response: httpx.Response) -> str:
+    try:
+        body = json.loads(response.read())
+        message = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else body.get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return message or f"The model server answered HTTP {response.status_code}."
+
+
+class RemoteReplyStream:
+    """Text pieces of one streamed reply from the server; ``close()`` closes the HTTP stream."""
+
+    def __init__(self, response: httpx.Response, prepared: RemotePrepared):
+        self._response = response
+        self._lines = response.iter_lines()
+        self.prepared = prepared
+        self.finish_reason: str | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._closed = False
+
+    @property
+    def position(self) -> int | None:
+        return None if self._closed else 0
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        return True  # the server has answered with its headers: generation is under way there
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        while not self._closed:
+            try:
+                line = next(self._lines)
+            except StopIteration:
+                self.close()
+                break
+            except httpx.HTTPError as exc:
+                self.close()
+                raise RemoteBackendError(f"The connection to the model server broke off ({type(exc).__name__}).") from None
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                self.close()
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                self.close()
+                error = chunk["error"]
+                raise RemoteBackendError(error.get("message") or "The model server failed.", int(error.get("code") or 502) if str(error.get("code", "")).isdigit() else 502)
+            if chunk.get("usage"):
+                self.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
+                self.completion_tokens = chunk["usage"].get("completion_tokens", 0)
+            for choice in chunk.get("choices") or []:
+                if choice.get("finish_reason"):
+                    self.finish_reason = choice["finish_reason"]
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    return piece
+        raise StopIteration
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._response.close()
+            if self.finish_reason is None:
+                self.finish_reason = "cancelled"
+
+    def __enter__(self) -> "RemoteReplyStream":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class RemoteBackend:
+    """Streams replies from an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
+
+    def __init__(self, api_base: str, *, api_key: str | None = None, model: str | None = None,
+                 audio_limits: AudioLimits | None = None, timeout_s: float = 600.0):
+        self.api_base = api_base.rstrip("/")
+        if not self.api_base.endswith("/v1"):
+            self.api_base += "/v1"
+        self.audio_limits = audio_limits or AudioLimits()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0))
+        listed = self._models()
+        if model is None:
+            if not listed:
+                raise RemoteBackendError(f"The model server at {self.api_base} lists no models; pass --remote-model.")
+            entry = listed[0]
+        else:
+            entry = next((m for m in listed if m.get("id") == model), {"id": model})
+        self.info = RemoteInfo(
+            checkpoint=entry["id"], api_base=self.api_base,
+            family=entry.get("family", "chat"), random_weights=bool(entry.get("random_weights", False)),
+        )
+        logger.info("remote backend: %s", self.info.label)
+
+    @property
+    def family(self) -> str:
+        return self.info.family
+
+    def _models(self) -> list[dict[str, Any]]:
+        try:
+            response = self._client.get(f"{self.api_base}/models", timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise RemoteBackendError(f"Cannot reach the model server at {self.api_base} ({type(exc).__name__}).", 503) from None
+        if response.status_code != 200:
+            raise RemoteBackendError(f"{self.api_base}/models: {_error_sentence(response)}", response.status_code)
+        return list(response.json().get("data") or [])
+
+    def _content(self, content: Any, prepared: RemotePrepared) -> Any:
+        if isinstance(content, str):
+            return content
+        parts = []
+        for item in content:
+            if item.get("type") == "audio" or ("type" not in item and "audio" in item):
+                audio = item["audio"]
+                samples = audio if isinstance(audio, np.ndarray) else decode_audio(audio, self.audio_limits)
+                seconds = len(samples) / SAMPLE_RATE
+                name = "<array>" if isinstance(audio, np.ndarray) else os.path.basename(os.fspath(audio))
+                prepared.audios.append(RemoteAudioInfo(name, seconds, max(1, math.ceil(seconds / self.audio_limits.window_seconds))))
+                data = base64.b64encode(float_wav_bytes(np.asarray(samples, dtype=np.float32))).decode("ascii")
+                parts.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
+            else:
+                parts.append({"type": "text", "text": item.get("text", "")})
+        return parts
+
+    def stream(self, messages: Sequence[dict[str, Any]], params: GenerationParams | None = None) -> RemoteReplyStream:
+        """Send the conversation and return its reply stream once the server has accepted it."""
+        params = params or GenerationParams()
+        prepared = RemotePrepared()
+        body: dict[str, Any] = {
+            "model": self.info.checkpoint,
+            "messages": [{"role": m["role"], "content": self._content(m["content"], prepared)} for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for ours, theirs in (("max_new_tokens", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"),
+                             ("top_k", "top_k"), ("repetition_penalty", "repetition_penalty"), ("seed", "seed")):
+            value = getattr(params, ours)
+            if value is not None:
+                body[theirs] = value
+        request = self._client.build_request("POST", f"{self.api_base}/chat/completions", json=body)
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise RemoteBackendError(f"Cannot reach the model server at {self.api_base} ({type(exc).__name__}).", 503) from None
+        if response.status_code != 200:
+            message = _error_sentence(response)
+            response.close()
+            raise RemoteBackendError(message, response.status_code)
+        return RemoteReplyStream(response, prepared)
+
+    def shutdown(self) -> None:
+        self._client.close()

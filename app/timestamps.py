@@ -1,0 +1,118 @@
+"""Time grounding: Qwen-Audio's ``<|2.33|>`` timestamps as readable times, and clips cut at them.
+
+A reply like ``"The word starts at <|1.20|> and ends at <|2.05|>."`` is shown with readable times,
+``0:01.20`` and ``0:02.05``, and a playable clip of 1.20-2.05 s of the audio it refers to, as the
+original Qwen-Audio demo did. Each time is an HTML ``<time datetime="PT1.20S">0:01.20</time>`` element:
+it reads well, is styled by static/style.css, and converts back exactly (:func:`restore_timestamps`),
+so the displayed history stays the one source of truth and the model sees its own tokens next turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
+
+logger = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"<\|(\d{1,5})(\.\d+)?\|>")
+_READABLE = re.compile(r'<time datetime="PT(\d{1,5}(?:\.\d+)?)S">[^<]*</time>')
+#: A timestamp without a partner marks a moment; its clip lasts this long.
+SINGLE_CLIP_SECONDS = 3.0
+
+
+def format_time(seconds_text: str, fraction: str = "") -> str:
+    """``("62", ".5")`` -> ``"1:02.5"``: minutes and zero-padded seconds, the fraction kept as written."""
+    minutes, seconds = divmod(int(seconds_text), 60)
+    return f"{minutes}:{seconds:02d}{fraction}"
+
+
+def render_timestamps(text: str) -> str:
+    """Replace every complete ``<|s.ss|>`` token with a ``<time>`` reading ``m:ss.ss``; an unfinished one stays."""
+    def readable(m: re.Match) -> str:
+        seconds, fraction = m.group(1), m.group(2) or ""
+        return f'<time datetime="PT{seconds}{fraction}S">{format_time(seconds, fraction)}</time>'
+
+    return _TOKEN.sub(readable, text)
+
+
+def restore_timestamps(text: str) -> str:
+    """The inverse of :func:`render_timestamps`: ``<time datetime="PT62.5S">1:02.5</time>`` -> ``<|62.5|>``."""
+    return _READABLE.sub(lambda m: f"<|{m.group(1)}|>", text)
+
+
+def find_timestamps(text: str) -> list[float]:
+    """Seconds of every timestamp token in ``text``, in order."""
+    return [float(m.group(1) + (m.group(2) or "")) for m in _TOKEN.finditer(text)]
+
+
+def clip_ranges(times: list[float], duration: float) -> list[tuple[float, float]]:
+    """Pair timestamps into (start, end) ranges within ``[0, duration]``.
+
+    Consecutive timestamps pair up (start, end), as Qwen-Audio writes ranges; a pair that runs backwards
+    is swapped; a last timestamp without a partner gets a clip of SINGLE_CLIP_SECONDS. Ranges that fall
+    outside the audio or are empty are dropped.
+    """
+    ranges = []
+    for i in range(0, len(times), 2):
+        start = times[i]
+        end = times[i + 1] if i + 1 < len(times) else start + SINGLE_CLIP_SECONDS
+        start, end = min(start, end), max(start, end)
+        start, end = max(0.0, start), min(duration, end)
+        if end - start >= 0.05:
+            ranges.append((start, end))
+    return ranges
+
+
+@dataclass(frozen=True)
+class Clip:
+    start: float
+    end: float
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return f"{_clock(self.start)} – {_clock(self.end)}"
+
+
+def _clock(seconds: float) -> str:
+    whole, cents = divmod(int(round(seconds * 100)), 100)
+    return format_time(str(whole), f".{cents:02d}")
+
+
+def _write_wav(path: Path, samples: np.ndarray) -> None:
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.tobytes())
+
+
+def cut_clips(reply: str, audio_path: str, out_dir: Path, limits: AudioLimits = AudioLimits()) -> list[Clip]:
+    """Cut a WAV clip of ``audio_path`` for every range the timestamps in ``reply`` name.
+
+    Clips go to a new folder under ``out_dir``. Returns [] when the reply has no timestamps.
+    Raises the model layer's AudioError if the audio cannot be decoded.
+    """
+    times = find_timestamps(reply)
+    if not times:
+        return []
+    samples = decode_audio(audio_path, limits)
+    ranges = clip_ranges(times, len(samples) / SAMPLE_RATE)
+    folder = Path(out_dir) / uuid.uuid4().hex
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for n, (start, end) in enumerate(ranges, 1):
+        path = folder / f"clip{n}_{start:.2f}-{end:.2f}.wav"
+        _write_wav(path, samples[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)])
+        clips.append(Clip(start, end, path))
+    logger.info("cut %d clip(s) from %s for %d timestamp(s)", len(clips), Path(audio_path).name, len(times))
+    return clips

@@ -1,0 +1,143 @@
+"""Helpers for the app tests: a scripted backend, free ports, serving a demo in-process.
+
+The scripted backend satisfies ``app.backend.ChatBackend`` without torch: it answers with pieces it
+was given, optionally slowly, and records every conversation and every cancellation, for the UI
+behaviour the tiny random model cannot produce (timestamps, slow streams to Stop).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class FakeInfo:
+    checkpoint: str = "scripted/fake-audio-chat"
+    family: str = "chat"
+    device: str = "cpu"
+    dtype: str = "float32"
+    random_weights: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.checkpoint} ({self.family}) on {self.device.upper()} — scripted test backend"
+
+
+class ScriptedStream:
+    """Yields its pieces (with ``delay`` seconds before each); ``close()`` cancels like the worker's."""
+
+    def __init__(self, pieces: Sequence[str], delay: float, audios: list[Any], on_close: Callable[["ScriptedStream"], None]):
+        self._pieces = list(pieces)
+        self._delay = delay
+        self._on_close = on_close
+        self.prepared = SimpleNamespace(audios=audios)
+        self.cancelled = threading.Event()
+        self.closed_at: float | None = None
+        self.emitted = 0
+
+    @property
+    def position(self) -> int | None:
+        return None if self.closed_at else 0
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        if self.cancelled.is_set() or self.emitted >= len(self._pieces):
+            raise StopIteration
+        if self._delay:
+            if self.cancelled.wait(self._delay):
+                raise StopIteration
+        piece = self._pieces[self.emitted]
+        self.emitted += 1
+        if isinstance(piece, BaseException):  # a scripted failure in the middle of a reply
+            raise piece
+        return piece
+
+    def close(self) -> None:
+        if self.closed_at is None:
+            self.closed_at = time.monotonic()
+            if self.emitted < len(self._pieces):
+                self.cancelled.set()
+            self._on_close(self)
+
+    def __enter__(self) -> "ScriptedStream":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+@dataclass
+class ScriptedWorker:
+    """A ChatBackend answering from a script. ``reply(messages, n)`` gives the pieces of the n-th reply;
+    an exception among the pieces is raised at that point, as a failing generation would."""
+
+    reply: Callable[[list[dict], int], Sequence[str]] = lambda messages, n: ["answer ", str(n)]
+    delay: float = 0.0
+    info: FakeInfo = field(default_factory=FakeInfo)
+    windows: int = 1
+    calls: list[list[dict]] = field(default_factory=list)
+    streams: list[ScriptedStream] = field(default_factory=list)
+    cancelled: list[ScriptedStream] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        return self.info.family
+
+    def stream(self, messages: Sequence[dict], params: Any = None) -> ScriptedStream:
+        messages = list(messages)
+        self.calls.append(messages)
+        audios = [
+            SimpleNamespace(source=os.path.basename(item["audio"]), seconds=1.0, windows=self.windows)
+            for m in messages if isinstance(m["content"], list) for item in m["content"] if item.get("type") == "audio"
+        ]
+        stream = ScriptedStream(self.reply(messages, len(self.calls)), self.delay, audios,
+                                lambda s: self.cancelled.append(s) if s.cancelled.is_set() else None)
+        self.streams.append(stream)
+        return stream
+
+
+@contextmanager
+def serving(demo: Any, config: Any) -> Iterator[str]:
+    """Serve ``demo`` on a free port for the block's duration; yields its URL."""
+    from app.demo import launch_demo
+
+    url = launch_demo(demo, config, block=False, server_port=free_port())
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; raise AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {getattr(predicate, '__name__', predicate)}")
+        time.sleep(interval)

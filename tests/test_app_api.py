@@ -1,0 +1,177 @@
+"""The named streaming API ``/chat`` through gradio_client, against the real worker on the tiny checkpoint.
+
+Greedy replies through the API must equal the worker's own reply to the same conversation, token for
+token, and arrive in many steps.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+
+from app.config import DemoConfig
+from app.demo import build_demo
+from app_fixtures import serving
+from model import GenerationParams
+
+GREEDY = dict(system_prompt="", max_new_tokens=48, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=-1)
+PARAMS = GenerationParams(max_new_tokens=48, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
+
+
+@pytest.fixture(scope="module")
+def server(worker, tmp_path_factory):
+    config = DemoConfig(examples=False)
+    demo = build_demo(worker, config, work_dir=tmp_path_factory.mktemp("api-demo"))
+    with serving(demo, config) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+def chat(client: Client, message: dict, history: list | None = None, **settings) -> list[str]:
+    job = client.submit(message=message, history=history or [], **(GREEDY | settings), api_name="/chat")
+    steps = list(job)
+    final = job.result()  # raises the app's error, if any (iterating does not)
+    assert steps and steps[-1] == final
+    return steps
+
+
+def test_api_page_lists_only_chat_with_the_documented_parameters(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/chat"]
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/chat"]["parameters"]]
+    assert names == ["message", "history", "system_prompt", "max_new_tokens", "temperature", "top_p", "top_k",
+                     "repetition_penalty", "seed"]
+    assert api["unnamed_endpoints"] == {}
+
+
+def test_one_audio_and_a_question_equals_the_worker_streamed_in_many_steps(client, worker, audio_dir):
+    wav = audio_dir / "tone_a.wav"
+    steps = chat(client, {"text": "What do you hear?", "files": [handle_file(str(wav))]})
+    expected = worker.generate(
+        [{"role": "user", "content": [{"type": "audio", "audio": str(wav)}, {"type": "text", "text": "What do you hear?"}]}],
+        PARAMS,
+    )
+    assert steps[-1] == expected
+    assert len(expected) > 0
+    assert len(steps) >= 10, f"only {len(steps)} streamed steps"
+    assert all(later.startswith(earlier) for earlier, later in zip(steps, steps[1:]))
+
+
+def test_second_turn_with_history_equals_the_worker_on_two_turns(client, worker, audio_dir):
+    wav = audio_dir / "tone_b.wav"
+    first = chat(client, {"text": "Describe it.", "files": [handle_file(str(wav))]})[-1]
+    history = [
+        {"role": "user", "content": [{"type": "file", "file": handle_file(str(wav))}]},
+        {"role": "user", "content": [{"type": "text", "text": "Describe it."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": first}]},
+    ]
+    second = chat(client, {"text": "And the pitch?", "files": []}, history)[-1]
+    expected = worker.generate(
+        [
+            {"role": "user", "content": [{"type": "audio", "audio": str(wav)}, {"type": "text", "text": "Describe it."}]},
+            {"role": "assistant", "content": first},
+            {"role": "user", "content": [{"type": "text", "text": "And the pitch?"}]},
+        ],
+        PARAMS,
+    )
+    assert second == expected
+
+
+def test_two_audios_in_one_message_and_a_system_prompt(client, worker, audio_dir):
+    a, b = audio_dir / "tone_a.wav", audio_dir / "tone_c.wav"
+    reply = chat(client, {"text": "Which is longer?", "files": [handle_file(str(a)), handle_file(str(b))]},
+                 system_prompt="Answer briefly.")[-1]
+    expected = worker.generate(
+        [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": [{"type": "audio", "audio": str(a)}, {"type": "audio", "audio": str(b)},
+                                         {"type": "text", "text": "Which is longer?"}]},
+        ],
+        PARAMS,
+    )
+    assert reply == expected
+
+
+def test_greedy_is_deterministic_and_sampling_with_a_seed_repeats(client, audio_dir):
+    message = {"text": "Again?", "files": [handle_file(str(audio_dir / "tone_c.wav"))]}
+    assert chat(client, message)[-1] == chat(client, message)[-1]
+    sampled = dict(temperature=1.0, top_p=0.9, top_k=50, seed=7, max_new_tokens=16)
+    assert chat(client, message, **sampled)[-1] == chat(client, message, **sampled)[-1]
+
+
+def test_bad_audio_is_refused_with_a_sentence_naming_the_file(client, tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"this is not audio" * 50)
+    with pytest.raises(Exception, match="broken.wav") as raised:
+        chat(client, {"text": "hi", "files": [handle_file(str(bad))]})
+    assert "Traceback" not in str(raised.value)
+
+
+def test_out_of_range_settings_are_refused_with_a_sentence(client):
+    with pytest.raises(Exception, match="less than minimum value 0.05"):
+        chat(client, {"text": "hi", "files": []}, top_p=0.0)
+    with pytest.raises(Exception, match="message needs text or at least one audio"):
+        chat(client, {"text": " ", "files": []})
+
+
+def call_raw(server: str, history: list) -> str:
+    """Call /chat over plain HTTP (no gradio_client upload step) and return the event stream's text."""
+    data = [{"text": "hi", "files": []}, history, "", 4, 0.0, 1.0, 0, 1.0, -1]
+    base = server.rstrip("/") + "/gradio_api/call/chat"
+    event_id = httpx.post(base, json={"data": data}, timeout=30).json()["event_id"]
+    with httpx.stream("GET", f"{base}/{event_id}", timeout=60) as response:
+        return "".join(response.iter_text())
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "file", "file": {"path": "{wav}", "meta": {"_type": "gradio.FileData"}}},
+        {"type": "file", "file": {"path": "{wav}"}},
+        {"type": "component", "component": "audio", "value": {"path": "{wav}"}, "constructor_args": {}, "props": {}},
+    ],
+    ids=["file-with-meta", "file-without-meta", "component"],
+)
+def test_a_path_not_uploaded_through_gradio_is_refused(server, worker, audio_dir, item):
+    wav = str(audio_dir / "tone_a.wav")  # exists on the server, but was never uploaded
+    item = {k: ({kk: (wav if vv == "{wav}" else vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
+            for k, v in item.items()}
+    events = call_raw(server, [{"role": "user", "content": [item]}])
+    assert "event: error" in events and "event: complete" not in events
+    assert "Traceback" not in events
+
+
+@pytest.fixture(scope="module")
+def base_server(tiny_base_checkpoint, tmp_path_factory):
+    from model import ModelWorker
+
+    base = ModelWorker.from_pretrained(str(tiny_base_checkpoint), device="cpu", dtype="float32")
+    config = DemoConfig(examples=False)
+    demo = build_demo(base, config, work_dir=tmp_path_factory.mktemp("base-demo"))
+    with serving(demo, config) as url:
+        yield url, base
+    base.shutdown()
+
+
+def test_base_checkpoint_page_offers_tasks_instead_of_free_chat(base_server):
+    url, _ = base_server
+    config = httpx.get(url.rstrip("/") + "/config", timeout=10).json()
+    by_id = {c["props"].get("elem_id"): c for c in config["components"] if c["props"].get("elem_id")}
+    assert by_id["task-row"]["props"]["visible"] is True
+    assert [value for _, value in by_id["task"]["props"]["choices"]] == ["transcribe", "translate", "caption", "free"]
+
+
+def test_base_checkpoint_api_transcribes_or_follows_a_free_prompt(base_server, audio_dir):
+    url, base = base_server
+    client = Client(url, verbose=False)
+    wav = str(audio_dir / "tone_a.wav")
+    for text, prompt in [("", "Detect the language and recognize the speech:"), ("Is it music?", "Is it music?")]:
+        reply = chat(client, {"text": text, "files": [handle_file(wav)]})[-1]
+        expected = base.generate(
+            [{"role": "user", "content": [{"type": "audio", "audio": wav}, {"type": "text", "text": prompt}]}], PARAMS)
+        assert reply == expected

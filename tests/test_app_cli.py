@@ -1,0 +1,111 @@
+"""``python web_demo_audio.py``: serves the page quickly, documents every option, fails in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from app_fixtures import ROOT, free_port
+
+ENTRY = str(ROOT / "web_demo_audio.py")
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, ENTRY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | {"PYTHONUNBUFFERED": "1"})
+
+
+def test_serves_the_tiny_checkpoint_within_30_seconds(tiny_checkpoint, tmp_path):
+    port = free_port()
+    log = tmp_path / "demo.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, ENTRY, "-c", str(tiny_checkpoint), "--cpu-only", "--server-port", str(port)],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        )
+    started = time.monotonic()
+    try:
+        status = None
+        while time.monotonic() - started < 30 and proc.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code
+            except httpx.HTTPError:
+                status = None
+            if status == 200:
+                break
+            time.sleep(0.25)
+        elapsed = time.monotonic() - started
+        assert status == 200, f"no page after {elapsed:.1f} s:\n{log.read_text()}"
+        # The URL line is logged right after the server answers its first request.
+        deadline = time.monotonic() + 10
+        while "serving on" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = log.read_text()
+        assert re.search(r"model loaded in \d+\.\d s: .*RANDOM WEIGHTS", text), text
+        assert f"serving on http://127.0.0.1:{port}" in text
+        assert "on CPU" in text
+        page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).text
+        assert "RANDOM WEIGHTS" in page  # the header names the model and device
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert "Traceback" not in log.read_text()
+
+
+def test_help_lists_every_option_with_its_default():
+    result = run("--help", timeout=30)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for option in ("-c CHECKPOINT_PATH, --checkpoint-path", "--cpu-only", "--share", "--inbrowser", "--server-port",
+                   "--server-name", "--config", "--max-audio-seconds", "--temperature", "--system-prompt"):
+        assert option in text, option
+    assert "(default: Qwen/Qwen2-Audio-7B-Instruct)" in text
+    assert "(default: 7860)" in text and "(default: 127.0.0.1)" in text and "(default: 300.0)" in text
+
+
+def test_a_missing_checkpoint_exits_nonzero_with_one_line(tmp_path):
+    result = run("-c", str(tmp_path / "nowhere"), "--cpu-only")
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "nowhere does not exist" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_a_bad_config_value_exits_with_one_line():
+    result = run("--config", "configs/none.yaml")
+    assert result.returncode == 2
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "configs/none.yaml does not exist" in lines[0]
+
+
+def test_the_app_never_imports_torch_or_transformers():
+    code = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from app_fixtures import ScriptedWorker\n"
+        "from app.config import DemoConfig\n"
+        "from app.demo import build_demo\n"
+        "import app.api, app.events, app.handlers, app.history, app.layout, app.timestamps\n"
+        "build_demo(ScriptedWorker(), DemoConfig())\n"
+        "leaked = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not leaked, leaked\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for source in (ROOT / "app").glob("*.py"):
+        text = source.read_text()
+        assert not re.search(r"^\s*(import|from)\s+(torch|transformers)\b", text, re.M), source.name
+
+
+def test_layers_stay_apart():
+    for source in (ROOT / "model").glob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+gradio\b", source.read_text(), re.M), source.name
+    for source in list((ROOT / "app").glob("*.py")) + [Path(ENTRY)]:
+        text = source.read_text()
+        assert "print(" not in text, source.name
+        assert "argparse" not in text or source.name == "config.py", source.name

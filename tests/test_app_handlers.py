@@ -1,0 +1,228 @@
+"""Handlers on a scripted backend: streaming, clips, queue notes, errors as sentences, cancellation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from app import handlers as handlers_module
+from app.api import user_turn_messages
+from app.config import DemoConfig
+from app.handlers import ChatHandlers, format_duration, make_params
+from app_fixtures import ScriptedWorker
+from audio_samples import tone, write_wav
+
+SETTINGS = ("", 64, 0.0, 1.0, 0, 1.0, -1)
+
+
+class FakeRequest:
+    def __init__(self, language: str = "en-US"):
+        self.headers = {"accept-language": language}
+
+
+@pytest.fixture
+def clip_audio(tmp_path) -> Path:
+    return write_wav(tmp_path / "beep.wav", tone(4.0, 1000.0, seed=3))
+
+
+def user_turn(handlers: ChatHandlers, path: Path, question: str) -> list[dict]:
+    """The history after the echo step, as the browser would send it back (audio copied into Gradio's cache)."""
+    history, *_ = handlers.add_user_turn({"text": question, "files": [str(path)]}, [])
+    return history
+
+
+def run(handlers: ChatHandlers, history: list[dict], *settings, request=None) -> list[list[dict]]:
+    return list(handlers.respond(history, *(settings or SETTINGS), "transcribe", "", request or FakeRequest()))
+
+
+def test_reply_streams_with_readable_times_and_clips(tmp_path, clip_audio):
+    worker = ScriptedWorker(reply=lambda m, n: ["The beep ", "is from ", "<|1.00|>", " to <|2.", "50|>."])
+    handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path / "clips")
+    history = user_turn(handlers, clip_audio, "When is the beep?")
+    steps = run(handlers, history)
+    texts = [s[len(history)]["content"] for s in steps]
+    assert texts[:5] == ["The beep ", "The beep is from ", 'The beep is from <time datetime="PT1.00S">0:01.00</time>',
+                         'The beep is from <time datetime="PT1.00S">0:01.00</time> to <|2.', texts[4]]
+    assert texts[4].endswith('to <time datetime="PT2.50S">0:02.50</time>.')
+    final = steps[-1]
+    assert len(final) == len(history) + 2
+    clip = final[-1]["content"]
+    assert isinstance(clip, gr.Audio) and clip.label == "0:01.00 – 0:02.50"
+    # The model saw the user's audio and question, nothing else.
+    (messages,) = worker.calls
+    assert [i["type"] for i in messages[0]["content"]] == ["audio", "text"]
+
+
+def test_user_turn_shows_each_audio_with_its_duration_and_locks_the_input(tmp_path, clip_audio):
+    handlers = ChatHandlers(ScriptedWorker(), DemoConfig(), clips_dir=tmp_path)
+    message = {"text": "  Compare  ", "files": [str(clip_audio), str(clip_audio)]}
+    assert [v["is_valid"] for v in handlers.validate_user_turn(message, [], FakeRequest())] == [True, True]
+    history, textbox, stop, regenerate, undo = handlers.add_user_turn(message, [])
+    assert [type(m["content"]) for m in history] == [gr.Audio, gr.Audio, str]
+    assert history[0]["content"].label == "beep.wav · 0:04.0"
+    assert history[2]["content"] == "Compare"
+    assert textbox.interactive is False and stop.interactive is True and regenerate.interactive is False
+
+
+def test_corrupt_file_is_refused_at_the_input_before_the_chat_changes(tmp_path):
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 10)
+    handlers = ChatHandlers(ScriptedWorker(), DemoConfig(), clips_dir=tmp_path)
+    on_input, on_chat = handlers.validate_user_turn({"text": "hi", "files": [str(bad)]}, [], FakeRequest())
+    assert on_input["is_valid"] is False and on_input["message"].startswith("corrupt.wav: ")
+    assert on_chat["is_valid"] is True
+
+
+def test_too_long_audio_is_refused_with_the_limit(tmp_path):
+    long = write_wav(tmp_path / "long.wav", tone(8.0, 300.0))
+    handlers = ChatHandlers(ScriptedWorker(), DemoConfig(max_audio_seconds=5), clips_dir=tmp_path)
+    on_input, _ = handlers.validate_user_turn({"text": "", "files": [str(long)]}, [], FakeRequest())
+    assert on_input["is_valid"] is False and "long.wav" in on_input["message"] and "5 s" in on_input["message"]
+
+
+def test_empty_input_is_refused_in_the_browsers_language(tmp_path):
+    handlers = ChatHandlers(ScriptedWorker(), DemoConfig(), clips_dir=tmp_path)
+    english, _ = handlers.validate_user_turn({"text": " ", "files": []}, [], FakeRequest())
+    chinese, _ = handlers.validate_user_turn({"text": "", "files": []}, [], FakeRequest("zh-CN,zh;q=0.9"))
+    assert english["message"].startswith("Type a question") and chinese["message"].startswith("请先输入问题")
+
+
+@pytest.fixture
+def toasts(monkeypatch):
+    shown = []
+    monkeypatch.setattr(handlers_module.gr, "Warning", lambda message, *a, **k: shown.append(message))
+    monkeypatch.setattr(handlers_module.gr, "Info", lambda message, *a, **k: shown.append(message))
+    return shown
+
+
+def test_backend_errors_become_their_sentence_and_others_an_apology(tmp_path, caplog, toasts):
+    class Refusal(Exception):
+        user_message = "a.wav: the audio is 6 min long; the limit is 5 min"
+
+    def failing(exc):
+        def reply(messages, n):
+            raise exc
+        return reply
+
+    history = [{"role": "user", "content": "hi"}]
+    handlers = ChatHandlers(ScriptedWorker(reply=failing(Refusal())), DemoConfig(), clips_dir=tmp_path)
+    steps = run(handlers, history)
+    assert steps[-1] == history  # the chat stays as it was; the error is a toast
+    handlers = ChatHandlers(ScriptedWorker(reply=failing(RuntimeError("CUDA exploded"))), DemoConfig(), clips_dir=tmp_path)
+    with caplog.at_level(logging.ERROR):
+        run(handlers, history)
+    assert toasts[0] == "a.wav: the audio is 6 min long; the limit is 5 min"
+    assert "CUDA" not in toasts[1] and toasts[1].startswith("Sorry")
+    assert any(r.exc_info for r in caplog.records)  # the traceback went to the log, not the page
+
+
+def test_an_error_mid_reply_keeps_what_was_answered(tmp_path, toasts):
+    class OutOfMemory(Exception):
+        user_message = "The GPU ran out of memory."
+
+    worker = ScriptedWorker(reply=lambda m, n: ["Half ", "an answer", OutOfMemory()])
+    handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path)
+    steps = run(handlers, [{"role": "user", "content": "hi"}])
+    assert steps[-1][-1] == {"role": "assistant", "content": "Half an answer"}
+    assert toasts == ["The GPU ran out of memory."]
+
+
+def test_file_names_in_toasts_are_escaped(tmp_path, toasts):
+    class Refusal(Exception):
+        user_message = "<img src=x onerror=alert(1)>.wav: bad"
+
+    def reply(messages, n):
+        raise Refusal()
+
+    handlers = ChatHandlers(ScriptedWorker(reply=reply), DemoConfig(), clips_dir=tmp_path)
+    run(handlers, [{"role": "user", "content": "hi"}])
+    assert toasts == ["&lt;img src=x onerror=alert(1)&gt;.wav: bad"]
+
+
+def test_audio_not_uploaded_through_gradio_is_refused(tmp_path, clip_audio, toasts):
+    worker = ScriptedWorker()
+    handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path)
+    history = [{"role": "user", "content": [{"type": "file", "file": {"path": str(clip_audio)}}, {"type": "text", "text": "q"}]}]
+    run(handlers, history)
+    assert toasts == ["beep.wav was not uploaded through this page; attach the file again."]
+    assert worker.calls == []
+
+
+def test_closing_the_reply_cancels_the_backend_stream(tmp_path):
+    worker = ScriptedWorker(reply=lambda m, n: ["x"] * 100, delay=0.01)
+    handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path)
+    steps = handlers.respond([{"role": "user", "content": "hi"}], *SETTINGS, "transcribe", "", FakeRequest())
+    next(steps), next(steps)
+    steps.close()  # what Gradio does on Stop, on a closed tab, or on a cancelled API job
+    assert worker.cancelled == worker.streams
+
+
+def test_long_audio_split_into_windows_is_announced(tmp_path, toasts, clip_audio):
+    handlers = ChatHandlers(ScriptedWorker(windows=3), DemoConfig(), clips_dir=tmp_path)
+    run(handlers, user_turn(handlers, clip_audio, "q"))
+    assert toasts == ["beep.wav is 1 s long: split into 3 windows of ≤30 s."]
+
+
+def test_waiting_in_the_worker_queue_shows_the_position(tmp_path):
+    worker = ScriptedWorker()
+    original = worker.stream
+
+    def queued_stream(messages, params=None):
+        stream = original(messages, params)
+        polls = iter([False, False, True])
+        stream.wait_started = lambda timeout=None: next(polls)
+        type(stream).position = property(lambda self: 2)
+        return stream
+
+    worker.stream = queued_stream
+    handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path)
+    steps = run(handlers, [{"role": "user", "content": "hi"}])
+    notes = [s[-1]["metadata"]["title"] for s in steps if s[-1].get("metadata")]
+    assert notes == ["Waiting for the model: 2 request(s) ahead…"] * 2
+    assert steps[-1][-1]["content"] == "answer 1"
+
+
+def test_settings_become_generation_params():
+    params = make_params(64.0, 0, 1.0, 0.0, 1.0, -1)
+    assert (params.max_new_tokens, params.temperature, params.top_k, params.seed) == (64, 0.0, 0, None)
+    assert make_params(10, 0.7, 0.5, 20, 1.1, 42.0).seed == 42
+    assert make_params(None, None, None, None, None, None).max_new_tokens is None
+
+
+def test_regenerate_undo_and_clear(tmp_path):
+    handlers = ChatHandlers(ScriptedWorker(), DemoConfig(), clips_dir=tmp_path)
+    history = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    trimmed, *_ = handlers.prepare_regenerate(history)
+    assert trimmed == history[:1]
+    assert handlers.validate_regenerate(history, FakeRequest())["is_valid"] is True
+    refused = handlers.validate_regenerate([], FakeRequest())
+    assert refused["is_valid"] is False and "no answer to regenerate" in refused["message"]
+    rest, textbox = handlers.undo(history, FakeRequest())
+    assert rest == [] and textbox.value == {"text": "q", "files": []}
+    assert handlers.clear()[0] == []
+    notes = [{"role": "assistant", "content": "", "metadata": {"title": "waiting", "status": "pending"}}]
+    assert handlers.idle(history + notes)[0] == history
+
+
+def test_api_message_becomes_display_messages():
+    assert user_turn_messages({"text": " hi ", "files": ["/a.wav", {"path": "/b.wav"}]}) == [
+        {"role": "user", "content": [{"type": "file", "file": {"path": "/a.wav"}}]},
+        {"role": "user", "content": [{"type": "file", "file": {"path": "/b.wav"}}]},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+    ]
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0.04, 2.46, 59.96, 75)] == ["0:00.0", "0:02.5", "1:00.0", "1:15.0"]
+
+
+def test_long_audio_on_the_real_worker_is_split_and_announced(worker, audio_dir, tmp_path, toasts):
+    handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path)
+    history = user_turn(handlers, audio_dir / "long_75s.wav", "Summarise it.")
+    assert history[0]["content"].label == "long_75s.wav · 1:15.0"
+    steps = run(handlers, history, "", 8, 0.0, 1.0, 0, 1.0, -1)
+    assert toasts[0] == "long_75s.wav is 75 s long: split into 3 windows of ≤30 s."
+    assert steps[-1][-1]["role"] == "assistant"

@@ -1,0 +1,82 @@
+"""Qwen2-Audio browser chat: ``python web_demo_audio.py [-c CHECKPOINT] [--cpu-only] [--server-port N] ...``.
+
+Parse the options into one config, load the model worker (before the server accepts traffic), build
+the page for it and serve it. ``--help`` lists every option with its default.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from app.config import ConfigError, load_config
+
+logger = logging.getLogger("web_demo_audio")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a ChatBackend out
+    """The model worker (``--backend local``) or a client of an OpenAI-compatible server (``openai``)."""
+    from model import AudioLimits
+
+    limits = AudioLimits(max_seconds=config.max_audio_seconds, max_bytes=config.max_upload_bytes)
+    if config.backend == "openai":
+        from app.remote_backend import RemoteBackend
+
+        return RemoteBackend(config.api_base, api_key=config.remote_api_key or config.api_key or None,
+                             model=config.remote_model or None, audio_limits=limits)
+    from model import CacheSizes, ModelWorker
+
+    return ModelWorker.from_pretrained(
+        config.checkpoint_path,
+        device=config.device,
+        dtype=config.dtype,
+        audio_limits=limits,
+        default_max_new_tokens=config.max_new_tokens,
+        max_queue=config.max_queue_size,
+        cache=CacheSizes(config.cache_audio_mb, config.cache_features_mb, config.prefix_cache_tokens),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+        logger.error("%s", exc)
+        return 2
+    logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
+
+    from model import zerogpu
+
+    zerogpu.import_spaces_first()  # on a ZeroGPU Space, `spaces` must come before torch
+
+    from app.demo import build_demo, launch_demo
+    from app.openai_api import api_routes
+
+    started = time.perf_counter()
+    try:
+        worker = load_backend(config)
+    except Exception as exc:  # noqa: BLE001 - a load failure is one line, never a traceback
+        message = getattr(exc, "user_message", None)
+        if message is None:
+            raise
+        logger.error("%s", message)
+        return 1
+    logger.info("model loaded in %.1f s: %s", time.perf_counter() - started, worker.info.label)
+
+    demo = build_demo(worker, config)
+    try:
+        launch_demo(demo, config, app_kwargs={"routes": api_routes(worker, config)})
+    except KeyboardInterrupt:
+        logger.info("stopped")
+    finally:
+        worker.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
