@@ -126,3 +126,15 @@ def test_dockerignore_keeps_weights_and_junk_out():
 @pytest.mark.parametrize("path", ["README.md", "Dockerfile", "packages.txt", "requirements.txt", "requirements-test.txt", ".ci/run"])
 def test_shipping_files_exist(path):
     assert (ROOT / path).is_file()
+
+
+def test_readme_documents_every_option_and_preset():
+    import dataclasses
+
+    from app.config import DemoConfig
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [f.name for f in dataclasses.fields(DemoConfig) if f"`{f.name}`" not in text]
+    assert not missing, f"README's options table lacks: {missing}"
+    for preset in (ROOT / "configs").glob("*.yaml"):
+        assert f"configs/{preset.name}" in text
