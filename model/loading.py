@@ -149,8 +149,10 @@ def load_model_and_processor(path: Path, placement: Placement):
         raise CheckpointLoadError(
             f"Not enough GPU memory to load {path.name} in {placement.dtype} (about 17 GB needed in bfloat16)."
         ) from None
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointLoadError(f"Cannot load the checkpoint in {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - damaged files fail in many ways (OSError, SafetensorError, KeyError...)
+        logger.debug("loading %s failed", path, exc_info=exc)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointLoadError(f"Cannot load the checkpoint in {path}: {reason}") from None
     if not checkpoint_ships_chat_template(path):
         # Qwen2AudioProcessor falls back to a built-in chat template; a base checkpoint has none and
         # must be prompted in its pre-training format instead.
