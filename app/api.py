@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from .handlers import ChatHandlers, as_user_error, make_params
+from .handlers import ChatHandlers, as_user_error
 from .history import BaseTask, Message
 from .i18n import language_of
 
@@ -61,7 +61,8 @@ class ChatApi:
         try:
             if not turn:
                 raise gr.Error("message needs text or at least one audio file.")
-            params = make_params(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+            params = self.handlers.generation_params(max_new_tokens, temperature, top_p, top_k, repetition_penalty,
+                                                     seed)
             base_task = None
             if self.handlers.is_base:
                 base_task = BaseTask("free") if (message.get("text") or "").strip() else BaseTask("transcribe")

@@ -35,8 +35,46 @@ class ConfigError(ValueError):
     """A configuration value is unknown or malformed; the message is one sentence naming it."""
 
 
-def _field(default: Any, help: str, *, flags: Sequence[str] = (), choices: Sequence[str] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "flags": tuple(flags), "choices": choices})
+def _field(default: Any, help: str, *, flags: Sequence[str] = (), choices: Sequence[str] | None = None,
+           secret: bool = False, repeatable: bool = False) -> Any:
+    """A config field; ``secret`` keeps it out of the config's repr (and so out of logs), ``repeatable``
+    lets its flag be given several times (the values are joined with commas)."""
+    return field(default=default, repr=not secret,
+                 metadata={"help": help, "flags": tuple(flags), "choices": choices, "repeatable": repeatable})
+
+
+def parse_credentials(auth: str, auth_file: str = "") -> tuple[tuple[str, str], ...]:
+    """The (user, password) pairs of ``auth`` ("user:pass", comma-separated) and ``auth_file`` (one
+    "user:pass" per line; blank lines and lines starting with # are skipped). A password may contain ":".
+
+    Raises ConfigError naming the entry or line, never echoing a password.
+    """
+    pairs: list[tuple[str, str]] = []
+
+    def add(entry: str, where: str) -> None:
+        user, sep, password = entry.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ConfigError(f"{where} must be user:password with a non-empty user and password.")
+        pairs.append((user.strip(), password))
+
+    for i, entry in enumerate((e.strip() for e in auth.split(",")), start=1):
+        if entry:
+            add(entry, f"auth entry {i}")
+    if auth_file:
+        file = Path(auth_file)
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise ConfigError(f"auth_file {auth_file} does not exist.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"auth_file {auth_file} cannot be read ({exc.__class__.__name__}).") from None
+        for n, line in enumerate(lines, start=1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                add(line, f"auth_file {auth_file} line {n}")
+        if not any(line.strip() and not line.strip().startswith("#") for line in lines):
+            raise ConfigError(f"auth_file {auth_file} holds no user:password line.")
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -56,7 +94,8 @@ class DemoConfig:
     )
     api_base: str = _field("", "With --backend openai: the server's base URL, e.g. http://gpu-box:8000/v1")
     remote_model: str = _field("", "With --backend openai: the model name on that server (empty = the first it lists)")
-    remote_api_key: str = _field("", "With --backend openai: the key sent to that server (empty = --api-key)")
+    remote_api_key: str = _field("", "With --backend openai: the key sent to that server (empty = --api-key)",
+                                 secret=True)
     # The server
     server_name: str = _field("127.0.0.1", "Interface to listen on (0.0.0.0 for every interface)")
     server_port: int = _field(7860, "Port to listen on")
@@ -65,7 +104,16 @@ class DemoConfig:
     concurrency_limit: int = _field(4, "Chat requests accepted at once; the model answers them one at a time, in order")
     max_queue_size: int = _field(32, "Requests that may wait in the queue before new ones are refused")
     api: bool = _field(True, "Serve the OpenAI-compatible API at /v1/chat/completions and /v1/models")
-    api_key: str = _field("", "Bearer key the /v1 API requires (empty = open)")
+    api_key: str = _field("", "Bearer key the /v1 API requires (empty = open, or the --auth logins when set)",
+                          secret=True)
+    auth: str = _field(
+        "", "Require a login for the page and the API: user:password (repeat the flag or separate with commas "
+        "for several). /v1 then takes HTTP Basic auth or 'Authorization: Bearer user:password' (an OpenAI "
+        "client's api_key='user:password'), unless --api-key is set, which it then requires instead. "
+        "Command lines are visible to other users of the machine: there, prefer --auth-file or $QWEN_DEMO_AUTH",
+        secret=True, repeatable=True,
+    )
+    auth_file: str = _field("", "File of user:password lines (# comments allowed), added to --auth")
     audio_url_allowlist: str = _field("", "Comma-separated hosts whose http(s) audio_url the /v1 API may fetch (empty = none)")
     # Audio
     max_audio_seconds: float = _field(300.0, "Longest audio accepted, in seconds (longer audio is refused)")
@@ -114,10 +162,17 @@ class DemoConfig:
         for name, (ok, wanted) in checks.items():
             if not ok:
                 raise ConfigError(f"{name} must be {wanted}, not {getattr(self, name)!r}.")
+        # Read once, here: malformed logins fail at start-up, and a later edit of the file changes nothing.
+        object.__setattr__(self, "_credentials", parse_credentials(self.auth, self.auth_file))
 
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def credentials(self) -> tuple[tuple[str, str], ...]:
+        """The (user, password) logins of ``auth`` and ``auth_file``; empty = no login required."""
+        return self._credentials  # type: ignore[attr-defined]
 
     @property
     def audio_url_hosts(self) -> tuple[str, ...]:
@@ -171,7 +226,8 @@ def _from_yaml(path: str) -> dict[str, Any]:
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"Config file {path} has unknown field(s): {', '.join(unknown)}.")
-    return {k: _coerce(k, _field_type(known[k]), v, path) for k, v in data.items()}
+    return {k: _coerce(k, _field_type(known[k]), ",".join(map(str, v)) if known[k].metadata["repeatable"] and
+                       isinstance(v, list) else v, path) for k, v in data.items()}
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -206,6 +262,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
             continue
         if f.metadata["choices"]:
             kwargs["choices"] = f.metadata["choices"]
+        if f.metadata["repeatable"]:
+            kwargs["action"] = "append"
         parser.add_argument(*flags, type=kind, metavar=f.name.upper() if not f.metadata["choices"] else None, **kwargs)
     return parser
 
@@ -223,7 +281,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         values.update(_from_yaml(config_file))
     values.update(_from_env(environ))
     cpu_only = args.pop("cpu_only", False)
-    values.update(args)
+    values.update({k: ",".join(v) if isinstance(v, list) else v for k, v in args.items()})
     if cpu_only:
         values["device"] = "cpu"
     try:

@@ -53,11 +53,17 @@ def theme() -> gr.themes.Base:
 
 
 def launch_options(config: DemoConfig) -> dict[str, Any]:
-    """Keyword arguments for ``Blocks.launch``: server, limits, i18n and the static CSS and logo."""
+    """Keyword arguments for ``Blocks.launch``: server, login, limits, i18n and the static CSS and logo.
+
+    The share link is off unless ``config.share`` asks for it; ``auth`` is None (no login) unless
+    ``config.auth`` / ``config.auth_file`` give logins.
+    """
+    credentials = config.credentials
     return dict(
         server_name=config.server_name,
         server_port=config.server_port,
-        share=config.share,
+        share=bool(config.share),
+        auth=list(credentials) or None,
         inbrowser=config.inbrowser,
         max_file_size=f"{config.max_upload_mb}mb",
         show_error=False,

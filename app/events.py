@@ -6,6 +6,13 @@ answer, then the same two steps. Stop (the button or the input's own stop icon),
 trash icon cancel a running reply; cancelling closes the reply generator, whose ``finally`` closes the
 backend stream and so stops generation in the worker.
 Every event except ``/chat`` is private: the API page shows only the API.
+
+Events that take the chat history run with ``preprocess=False``: their handlers get the history as the
+plain message dicts Gradio validated. Gradio's own preprocessing would instantiate a ``gr.Audio`` for
+every audio item of the history and decode the file at whatever path the client named in it, before
+any handler could check that the file was uploaded (a private event can still be called by any
+client). The handlers check paths themselves (:meth:`ChatHandlers.model_messages`, ``uploaded``) and
+validate the settings (:func:`app.handlers.make_params`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from .handlers import ChatHandlers
 from .layout import Layout
 
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
+#: For every event whose inputs include the chat history (see the module docstring).
+RAW: dict[str, Any] = {"preprocess": False}
 #: Generation events share one concurrency group, so the limit counts page and API requests together.
 GENERATE_GROUP = "generate"
 
@@ -34,20 +43,23 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
         show_progress="minimal",
         **generate,
         **PRIVATE,
+        **RAW,
     )
-    idle = dict(fn=handlers.idle, inputs=[ui.chatbot], outputs=[ui.chatbot, *lock], queue=False, **PRIVATE)
+    # A new question that is refused before its answer starts goes back into the input.
+    answer = respond | dict(fn=handlers.answer, outputs=[ui.chatbot, ui.textbox], show_progress_on=[ui.chatbot])
+    idle = dict(fn=handlers.idle, inputs=[ui.chatbot], outputs=[ui.chatbot, *lock], queue=False, **PRIVATE, **RAW)
 
     # Validators refuse bad input next to the input itself; the chat stays as it was.
     submitted = ui.textbox.submit(
         handlers.add_user_turn, [ui.textbox, ui.chatbot], [ui.chatbot, *lock],
-        validator=handlers.validate_user_turn, **PRIVATE,
+        validator=handlers.validate_user_turn, **PRIVATE, **RAW,
     )
-    reply = submitted.success(**respond)
+    reply = submitted.success(**answer)
     reply.then(**idle)
 
     regenerate = ui.regen_btn.click(
         handlers.prepare_regenerate, [ui.chatbot], [ui.chatbot, *lock],
-        validator=handlers.validate_regenerate, **PRIVATE,
+        validator=handlers.validate_regenerate, **PRIVATE, **RAW,
     )
     regenerated = regenerate.success(**respond)
     regenerated.then(**idle)
@@ -55,7 +67,7 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
     running = [reply, regenerated]
     ui.stop_btn.click(cancels=running, **idle)
     ui.textbox.stop(cancels=running, **idle)
-    ui.undo_btn.click(handlers.undo, [ui.chatbot], [ui.chatbot, ui.textbox], **PRIVATE)
+    ui.undo_btn.click(handlers.undo, [ui.chatbot], [ui.chatbot, ui.textbox], **PRIVATE, **RAW)
     ui.clear_btn.click(handlers.clear, None, [ui.chatbot, *lock], cancels=running, queue=False, **PRIVATE)
     ui.chatbot.clear(cancels=running, **idle)
 
@@ -68,4 +80,5 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
         api_visibility="public",
         show_progress="hidden",
         **generate,
+        **RAW,
     )

@@ -6,14 +6,19 @@ Each handler copies the history it is given, derives the model-facing conversati
 Errors carry the backend's own sentence when a user can act on them (``user_message``); anything else
 is logged with its traceback and shown as a short apology. On the page, a bad input is refused by a
 validator next to the input and a failed reply becomes a toast (Gradio 6 would cover the whole chat
-with a raised error); the API raises ``gr.Error``. The input is given back by the ``idle`` step that
-follows every outcome (see :mod:`app.events`).
+with a raised error); a new question refused before its answer starts goes back into the input, so
+the chat stays as it was. The API raises ``gr.Error``. The input is given back by the ``idle`` step
+that follows every outcome (see :mod:`app.events`).
+
+Histories come from the client: every path read from one is checked to lie in Gradio's upload folder
+before it is decoded or handed back (:meth:`ChatHandlers.model_messages`, :meth:`ChatHandlers.uploaded`).
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +28,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
+from model.params import InvalidParamsError
 
 from .backend import ChatBackend, GenerationParams, user_message_of
 from .config import DemoConfig
@@ -66,17 +72,29 @@ def as_user_error(exc: BaseException, lang: str) -> gr.Error:
 
 def make_params(max_new_tokens: Any, temperature: Any, top_p: Any, top_k: Any, repetition_penalty: Any,
                 seed: Any) -> GenerationParams:
-    """GenerationParams from the settings as the page or the API sends them; seed < 0 or empty = random."""
-    def number(value: Any, kind: type) -> Any:
-        return None if value is None or value == "" else kind(value)
+    """GenerationParams from the settings as the page or the API sends them; seed < 0 or empty = random.
 
-    seed_value = number(seed, float)
+    Raises InvalidParamsError (a sentence naming the setting) for a value that is not a finite number
+    or is out of range: the events hand the raw values over (see :mod:`app.events`).
+    """
+    def number(name: str, value: Any, kind: type) -> Any:
+        if value is None or value == "":
+            return None
+        try:
+            result = float(value)
+        except (TypeError, ValueError):
+            raise InvalidParamsError(f"{name} must be a number, not {value!r}.") from None
+        if isinstance(value, bool) or not math.isfinite(result):
+            raise InvalidParamsError(f"{name} must be a finite number, not {value!r}.")
+        return int(round(result)) if kind is int else result
+
+    seed_value = number("seed", seed, float)
     return GenerationParams(
-        max_new_tokens=number(max_new_tokens, int),
-        temperature=number(temperature, float),
-        top_p=number(top_p, float),
-        top_k=number(top_k, int),
-        repetition_penalty=number(repetition_penalty, float),
+        max_new_tokens=number("max_new_tokens", max_new_tokens, int),
+        temperature=number("temperature", temperature, float),
+        top_p=number("top_p", top_p, float),
+        top_k=number("top_k", top_k, int),
+        repetition_penalty=number("repetition_penalty", repetition_penalty, float),
         seed=None if seed_value is None or seed_value < 0 else int(seed_value),
     )
 
@@ -204,35 +222,91 @@ class ChatHandlers:
         return gr.Audio(path, label=f"{os.path.basename(path)} · {format_duration(seconds)}",
                         show_label=True, buttons=["download"])
 
+    def generation_params(self, max_new_tokens: Any, temperature: Any, top_p: Any, top_k: Any,
+                          repetition_penalty: Any, seed: Any) -> GenerationParams:
+        """:func:`make_params`, also refusing a reply length beyond ``max_new_tokens_limit``."""
+        params = make_params(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        limit = self.config.max_new_tokens_limit
+        if params.max_new_tokens is not None and params.max_new_tokens > limit:
+            raise InvalidParamsError(f"max_new_tokens must be at most {limit}, not {params.max_new_tokens}.")
+        return params
+
+    def _reply_steps(self, history: list[Message], settings: Sequence[Any], task: str | None,
+                     language: str | None, lang: str) -> Iterator[tuple[str, list[Message]]]:
+        """The chat at each step of the reply: ("queued" | "text" | "final", display history); raises on failure."""
+        system_prompt, *numbers = settings
+        params = self.generation_params(*numbers)
+        base_task = BaseTask(task or "transcribe", language or None) if self.is_base else None
+        messages = self.model_messages(history, system_prompt, base_task, lang)
+        text = ""
+        for kind, value in self.stream_text(messages, params, lang):
+            if kind == "queued":
+                note = {"title": say("queued", lang, ahead=value), "status": "pending"}
+                yield "queued", history + [{"role": "assistant", "content": "", "metadata": note}]
+            else:
+                text = value
+                yield "text", history + [{"role": "assistant", "content": render_timestamps(text)}]
+        final = history + ([{"role": "assistant", "content": render_timestamps(text)}] if text else [])
+        yield "final", final + self.clip_messages(text, history, lang)
+
+    @staticmethod
+    def _warn(exc: BaseException, lang: str) -> None:
+        error = as_user_error(exc, lang)
+        gr.Warning(html.escape(error.message), title=say("error_title", lang), duration=None)
+
     def respond(self, history: list[Message] | None, system_prompt: str, max_new_tokens: Any, temperature: Any,
                 top_p: Any, top_k: Any, repetition_penalty: Any, seed: Any, task: str | None, language: str | None,
                 request: gr.Request) -> Iterator[list[Message]]:
-        """Stream the assistant's reply into the chat, then attach clips for any timestamps in it.
+        """Stream the assistant's reply into the chat, then attach clips for any timestamps in it (Regenerate).
 
         A failure is shown as a toast and the chat keeps what was answered so far (a raised error would
         cover the whole chat in Gradio 6); the ``idle`` step after it gives the input back.
         """
         lang = language_of(request)
         history = without_notes(list(history or []))
-        text = ""
+        settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        answered = history
         try:
-            params = make_params(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
-            base_task = BaseTask(task or "transcribe", language or None) if self.is_base else None
-            messages = self.model_messages(history, system_prompt, base_task, lang)
-            for kind, value in self.stream_text(messages, params, lang):
-                if kind == "queued":
-                    note = {"title": say("queued", lang, ahead=value), "status": "pending"}
-                    yield history + [{"role": "assistant", "content": "", "metadata": note}]
-                else:
-                    text = value
-                    yield history + [{"role": "assistant", "content": render_timestamps(text)}]
+            for kind, shown in self._reply_steps(history, settings, task, language, lang):
+                if kind != "queued":
+                    answered = shown
+                yield shown
         except Exception as exc:  # noqa: BLE001 - GeneratorExit (Stop) is not an Exception and passes
-            error = as_user_error(exc, lang)
-            gr.Warning(html.escape(error.message), title=say("error_title", lang), duration=None)
-            yield history + ([{"role": "assistant", "content": render_timestamps(text)}] if text else [])
-            return
-        final = history + ([{"role": "assistant", "content": render_timestamps(text)}] if text else [])
-        yield final + self.clip_messages(text, history, lang)
+            self._warn(exc, lang)
+            yield answered
+
+    def answer(self, history: list[Message] | None, system_prompt: str, max_new_tokens: Any, temperature: Any,
+               top_p: Any, top_k: Any, repetition_penalty: Any, seed: Any, task: str | None, language: str | None,
+               request: gr.Request) -> Iterator[tuple[list[Message], Any]]:
+        """:meth:`respond` to a new question; yields (chat, input) updates.
+
+        When the question is refused before the first word of the answer (a prompt beyond the context,
+        a busy queue...), it leaves the chat and goes back into the input with its files: the chat is
+        as it was before, and the next question is not sent together with the refused one.
+        """
+        lang = language_of(request)
+        history = without_notes(list(history or []))
+        settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        answered: list[Message] | None = None
+        try:
+            for kind, shown in self._reply_steps(history, settings, task, language, lang):
+                if kind != "queued":
+                    answered = shown
+                yield shown, gr.skip()
+        except Exception as exc:  # noqa: BLE001 - GeneratorExit (Stop) is not an Exception and passes
+            self._warn(exc, lang)
+            popped = pop_last_turn(history) if answered is None else None
+            if popped is None:
+                yield answered or history, gr.skip()
+                return
+            rest, text, files = popped
+            yield rest, gr.MultimodalTextbox(value={"text": text, "files": self.uploaded(files)})
+
+    @staticmethod
+    def uploaded(paths: Sequence[str]) -> list[str]:
+        """The paths that lie in Gradio's upload folder (a client may name any path in the history it sends)."""
+        outside = set(paths_outside(paths, [get_upload_folder()]))
+        return [p for p in paths if p not in outside]
 
     def clip_messages(self, reply: str, history: Sequence[Message], lang: str) -> list[Message]:
         """Assistant messages with a player per time range the reply's timestamps name (may be empty)."""
@@ -267,7 +341,13 @@ class ChatHandlers:
             gr.Warning(say("nothing_to_undo", language_of(request)))
             return gr.skip(), gr.skip()
         rest, text, files = popped
-        return rest, gr.MultimodalTextbox(value={"text": text, "files": files})
+        # Files put into the input are copied into Gradio's cache and served back: only uploaded ones.
+        kept = ChatHandlers.uploaded(files)
+        if len(kept) < len(files):
+            refused = next(f for f in files if f not in kept)
+            logger.warning("undo: refused audio outside the upload folder: %s", refused)
+            gr.Warning(html.escape(say("not_uploaded", language_of(request), name=os.path.basename(refused))))
+        return rest, gr.MultimodalTextbox(value={"text": text, "files": kept})
 
     @staticmethod
     def clear() -> tuple[Any, ...]:

@@ -22,7 +22,12 @@ from .i18n import label
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 #: Listed extensions, not "audio": Gradio's "audio" filter rejects .webm (its mimetype is video/webm).
-AUDIO_FILE_TYPES = [".wav", ".flac", ".mp3", ".ogg", ".opus", ".webm", ".m4a", ".aac"]
+#: Video containers are listed too: their audio track is what is used.
+AUDIO_FILE_TYPES = [".wav", ".flac", ".mp3", ".ogg", ".opus", ".webm", ".m4a", ".aac", ".mp4", ".mov", ".mkv"]
+#: Gradio turns pasted text longer than its limit into an attached "pasted_text.txt", which would then be
+#: refused as a file that is not audio; a long question stays text (and is refused only if it is beyond
+#: the model's context, with a sentence saying so).
+MAX_PLAIN_TEXT_LENGTH = 1_000_000
 
 
 @dataclass
@@ -98,7 +103,7 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example])
     textbox = gr.MultimodalTextbox(
         sources=["microphone", "upload"], file_types=AUDIO_FILE_TYPES, file_count="multiple",
         placeholder=label("placeholder"), show_label=False, elem_id="input", autofocus=True,
-        submit_btn=True, stop_btn=False, max_plain_text_length=4000,
+        submit_btn=True, stop_btn=False, max_plain_text_length=MAX_PLAIN_TEXT_LENGTH,
     )
     with gr.Row(elem_id="actions"):
         stop_btn = gr.Button(label("stop"), icon=_icon("stop"), variant="secondary", interactive=False, elem_id="stop",

@@ -2,18 +2,21 @@
 
 The routes share the UI's backend (and so its queue). Streaming answers are server-sent events ending
 with ``data: [DONE]``; errors are OpenAI-style JSON with a fitting status (400 bad request or audio,
-401 bad key, 413 too large, 429 queue full, 503 not ready). Gradio serves them: the routes are handed to
+401 bad key or login, 413 too large, 429 queue full, 503 not ready). Gradio serves them: the routes are handed to
 its FastAPI app through ``launch(app_kwargs={"routes": ...})``, so they exist before the first request.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -59,16 +62,32 @@ class StopFilter:
 
 
 def _error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-def _api_error_from(exc: BaseException) -> ApiError:
+def _matches_a_login(token: str, logins: Sequence[tuple[str, str]]) -> bool:
+    """Whether ``token`` is "user:password" of one of ``logins`` (compared in constant time, every login)."""
+    given = token.encode()
+    found = False
+    for user, password in logins:
+        found |= hmac.compare_digest(given, f"{user}:{password}".encode())
+    return found
+
+
+def _api_error_from(exc: BaseException, parsed: ChatRequest | None = None) -> ApiError:
+    """An OpenAI-style error for a backend failure; an audio error names the request part it came from."""
     message = user_message_of(exc)
     if message is None:
         logger.error("unexpected error in the API", exc_info=exc)
         return ApiError(500, "The server failed to answer this request (the error was logged).", type="server_error")
     status = int(getattr(exc, "status", 400))
-    return ApiError(status, message, type=error_type(status))
+    path = getattr(exc, "path", None)
+    part = parsed.part_of(path) if parsed is not None else None
+    reason = getattr(exc, "reason", None)
+    if part is not None and isinstance(reason, str):
+        # "messages[0].content[1] (message1-audio1.wav): the file is empty"
+        message = f"{part} ({os.path.basename(str(path))}): {reason}"
+    return ApiError(status, message, type=error_type(status), param=part)
 
 
 def _finish_reason(reply: ReplyStreamLike, stops: StopFilter) -> str:
@@ -93,12 +112,16 @@ class OpenAIApi:
         *,
         model_id: str,
         api_key: str | None = None,
+        logins: Sequence[tuple[str, str]] = (),
         limits: ApiLimits | None = None,
         ready: Callable[[], bool] = lambda: True,
     ):
+        """``api_key``: the bearer key every request must send. Without one, ``logins`` (the page's
+        (user, password) pairs) protect the API: HTTP Basic auth or ``Bearer user:password``."""
         self.backend = backend
         self.model_id = model_id
         self.api_key = api_key or None
+        self.logins = tuple(logins)
         self.limits = limits or ApiLimits()
         self.ready = ready
 
@@ -110,13 +133,45 @@ class OpenAIApi:
 
     # ------------------------------------------------------------------------------------- checks
     def _check(self, request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else ""
         if self.api_key:
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(token.encode(), self.api_key.encode()):
                 raise ApiError(401, "Missing or wrong API key: send 'Authorization: Bearer <key>'.", type="authentication_error", code="invalid_api_key")
+        elif self.logins:
+            if scheme.lower() == "basic":
+                try:
+                    token = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+                except (binascii.Error, ValueError):
+                    token = ""
+            if not _matches_a_login(token, self.logins):
+                raise ApiError(401, "Missing or wrong login: send HTTP Basic auth or 'Authorization: Bearer user:password'.",
+                               type="authentication_error", code="invalid_api_key",
+                               headers={"WWW-Authenticate": 'Basic realm="qwen2-audio-demo"'})
         if not self.ready():
             raise ApiError(503, "The model is still loading; try again in a moment.", type="service_unavailable")
+
+    async def _read_body(self, request: Request) -> bytes:
+        """The request body, refused with 413 as soon as it is larger than base64 audio of the upload limit
+        plus room for text (whether or not the client sent a Content-Length)."""
+        max_body = self.limits.max_audio_bytes * 4 // 3 + 1024 * 1024
+
+        def too_large(size: int | None) -> ApiError:
+            told = f"{size / 2**20:.1f} MB, " if size else ""
+            return ApiError(413, f"The request is {told}larger than the {max_body / 2**20:.1f} MB this server accepts "
+                                 f"(audio up to {self.limits.max_audio_bytes / 2**20:g} MB).")
+
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body:
+            raise too_large(int(declared))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise too_large(None)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def list_models(self, request: Request) -> JSONResponse:
         try:
@@ -133,18 +188,12 @@ class OpenAIApi:
         parsed: ChatRequest | None = None
         try:
             self._check(request)
-            length = int(request.headers.get("content-length") or 0)
-            if length > self.limits.max_audio_bytes * 4 // 3 + 1024 * 1024:
-                raise ApiError(413, "The request is larger than this server accepts.")
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ApiError(400, "The request body is not valid JSON.") from None
+            body = json_body(await self._read_body(request))
             parsed = await run_in_threadpool(parse_chat_request, body, self.limits)
             try:
                 reply = await run_in_threadpool(self.backend.stream, parsed.messages, parsed.params)
             except Exception as exc:  # noqa: BLE001 - typed backend errors become status codes
-                raise _api_error_from(exc) from None
+                raise _api_error_from(exc, parsed) from None
         except ApiError as exc:
             if parsed is not None:
                 parsed.cleanup()
@@ -206,6 +255,14 @@ class OpenAIApi:
         yield "data: [DONE]\n\n"
 
 
+def json_body(raw: bytes) -> Any:
+    """The parsed JSON of a request body; ApiError 400 when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "The request body is not valid JSON.") from None
+
+
 def served_model_id(checkpoint: str) -> str:
     """The model id ``/v1/models`` reports: the hub id as given, or a local directory's name (never its path)."""
     checkpoint = checkpoint.rstrip("/")
@@ -221,6 +278,7 @@ def api_routes(backend: ChatBackend, config: Any) -> list[Any]:
         backend,
         model_id=served_model_id(backend.info.checkpoint),
         api_key=config.api_key or None,
+        logins=config.credentials,
         limits=ApiLimits(max_audio_bytes=config.max_upload_bytes, url_allowlist=config.audio_url_hosts),
     )
     return api.routes()

@@ -39,9 +39,11 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-
 class ApiError(Exception):
     """An error answered as OpenAI-style JSON: ``{"error": {"message", "type", "param", "code"}}``."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -59,7 +61,9 @@ class ApiLimits:
     """What the API accepts: audio bytes per request, audios per request, and fetchable URL hosts."""
 
     max_audio_bytes: int = 200 * 1024 * 1024
-    max_audios: int = 20
+    #: Audios per request, counting the earlier turns a client sends again: a long voice chat carries one
+    #: per turn, and the model's context is the real limit. This only bounds the decoding work.
+    max_audios: int = 100
     url_allowlist: tuple[str, ...] = ()  # host names whose http(s) audio URLs may be fetched
     url_timeout_s: float = 10.0
 
@@ -76,6 +80,12 @@ class ChatRequest:
     model: str | None
     workdir: Path | None = None
     audio_files: list[Path] = field(default_factory=list)
+    #: Where each saved audio came from in the request ("messages[0].content[1]"), by its path.
+    audio_parts: dict[str, str] = field(default_factory=dict)
+
+    def part_of(self, path: Any) -> str | None:
+        """The request location of a saved audio file, or None for any other path."""
+        return self.audio_parts.get(str(path)) if path is not None else None
 
     def cleanup(self) -> None:
         if self.workdir is not None:
@@ -164,7 +174,9 @@ def _convert_message(index: int, message: Any, request: ChatRequest, limits: Api
             if role != "user":
                 raise ApiError(400, f"{at}: only user messages may carry audio.", param=at)
             data, fmt = _audio_bytes(part, at, limits)
-            items.append({"type": "audio", "audio": str(_save_audio(request, data, fmt, index, limits))})
+            saved = str(_save_audio(request, data, fmt, index, limits))
+            request.audio_parts[saved] = at
+            items.append({"type": "audio", "audio": saved})
         else:
             raise ApiError(400, f"{at} has an unsupported type {kind!r}; use text, input_audio or audio_url.", param=at)
     return {"role": role, "content": items}
@@ -207,8 +219,11 @@ def _refuse_internal(host: str, at: str) -> None:
     except socket.gaierror:
         raise ApiError(400, f"{at}: the host {host} of the audio URL cannot be resolved.", param=at) from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved or address.is_multicast or address.is_unspecified:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])  # drop an IPv6 zone ("fe80::1%eth0")
+        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+        # Only public unicast addresses: this also refuses shared address space such as 100.100.100.200,
+        # where some clouds (Alibaba Cloud among them) serve instance metadata.
+        if any(not a.is_global or a.is_multicast for a in filter(None, (address, mapped))):
             raise ApiError(400, f"{at}: audio URLs may not point at internal addresses.", param=at)
 
 
@@ -240,7 +255,8 @@ def _fetch_url(url: str, at: str, limits: ApiLimits) -> tuple[bytes, str]:
 
 def _save_audio(request: ChatRequest, data: bytes, fmt: str, message_index: int, limits: ApiLimits) -> Path:
     if len(request.audio_files) >= limits.max_audios:
-        raise ApiError(400, f"At most {limits.max_audios} audios are accepted per request.", param="messages")
+        raise ApiError(400, f"At most {limits.max_audios} audios are accepted per request, earlier turns included.",
+                       param="messages")
     if request.workdir is None:
         request.workdir = Path(tempfile.mkdtemp(prefix="qwen-demo-api-"))
     path = request.workdir / f"message{message_index + 1}-audio{len(request.audio_files) + 1}.{fmt}"

@@ -317,7 +317,7 @@ class ModelWorker:
         if room < 1:
             raise ContextTooLongError(
                 f"The conversation is {prompt_tokens} tokens long, beyond the model's context of "
-                f"{self.info.context_length} tokens; clear the chat or use less audio."
+                f"{self.info.context_length} tokens; clear the chat, shorten the message or use less audio."
             )
         generate_kwargs = params.to_generate_kwargs(self.model.generation_config)
         wanted = generate_kwargs.get("max_new_tokens") or getattr(self.model.generation_config, "max_new_tokens", None)

@@ -113,8 +113,10 @@ def test_bad_audio_is_refused_with_a_sentence_naming_the_file(client, tmp_path):
 
 
 def test_out_of_range_settings_are_refused_with_a_sentence(client):
-    with pytest.raises(Exception, match="less than minimum value 0.05"):
+    with pytest.raises(Exception, match=r"top_p must be in \(0, 1\], not 0.0"):
         chat(client, {"text": "hi", "files": []}, top_p=0.0)
+    with pytest.raises(Exception, match="max_new_tokens must be at most 2048, not 5000"):
+        chat(client, {"text": "hi", "files": []}, max_new_tokens=5000)
     with pytest.raises(Exception, match="message needs text or at least one audio"):
         chat(client, {"text": " ", "files": []})
 

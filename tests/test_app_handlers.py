@@ -226,3 +226,29 @@ def test_long_audio_on_the_real_worker_is_split_and_announced(worker, audio_dir,
     steps = run(handlers, history, "", 8, 0.0, 1.0, 0, 1.0, -1)
     assert toasts[0] == "long_75s.wav is 75 s long: split into 3 windows of ≤30 s."
     assert steps[-1][-1]["role"] == "assistant"
+
+
+def test_a_new_question_refused_before_its_answer_goes_back_into_the_input(tmp_path, toasts):
+    class TooLong(Exception):
+        user_message = "The conversation is 9000 tokens long, beyond the context of 8192 tokens."
+
+    def reply(messages, n):
+        raise TooLong()
+
+    handlers = ChatHandlers(ScriptedWorker(reply=reply), DemoConfig(), clips_dir=tmp_path)
+    earlier = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "an answer"}]
+    history = earlier + [{"role": "user", "content": "a very long question"}]
+    steps = list(handlers.answer(history, *SETTINGS, "transcribe", "", FakeRequest()))
+    chat, textbox = steps[-1]
+    assert chat == earlier and textbox.value == {"text": "a very long question", "files": []}
+    assert toasts == [TooLong.user_message]
+
+
+def test_an_answer_cut_short_by_an_error_stays_in_the_chat(tmp_path, toasts):
+    class OutOfMemory(Exception):
+        user_message = "The GPU ran out of memory."
+
+    handlers = ChatHandlers(ScriptedWorker(reply=lambda m, n: ["Half ", OutOfMemory()]), DemoConfig(), clips_dir=tmp_path)
+    history = [{"role": "user", "content": "hi"}]
+    chat, textbox = list(handlers.answer(history, *SETTINGS, "transcribe", "", FakeRequest()))[-1]
+    assert chat == history + [{"role": "assistant", "content": "Half "}] and textbox == gr.skip()
