@@ -43,6 +43,26 @@ def worker(tiny_checkpoint):
     return ModelWorker.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="float32")
 
 
+@pytest.fixture()
+def make_worker(tiny_checkpoint):
+    """A factory of workers of their own (a fresh model each), for tests that change settings or inject
+    failures without touching the shared ``worker``; every worker made is shut down afterwards."""
+    from model import ModelWorker
+    from model.loading import Placement, load_model_and_processor
+
+    made = []
+
+    def make(**options):
+        placement = Placement("cpu", "float32", None)
+        model, processor = load_model_and_processor(tiny_checkpoint, placement)
+        made.append(ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=placement, **options))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.shutdown()
+
+
 @pytest.fixture(scope="session")
 def audio_dir(tmp_path_factory) -> Path:
     """16 kHz mono PCM16 WAVs: distinct tones (with seeded noise) of various lengths."""

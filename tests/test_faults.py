@@ -18,8 +18,7 @@ from gradio_client.exceptions import AppError
 from app.config import DemoConfig
 from app.demo import build_demo
 from app_fixtures import ROOT, serving
-from model import GenerationParams, ModelWorker
-from model.loading import Placement, load_model_and_processor
+from model import GenerationParams
 from test_browser import Chat, browser, new_chat, playwright  # noqa: F401 - fixtures
 
 LONG_SETTINGS = dict(system_prompt="", max_new_tokens=2000, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=-1)
@@ -37,12 +36,8 @@ def idle_within(worker, seconds: float) -> float:
 
 
 @pytest.fixture()
-def own_worker(tiny_checkpoint):
-    placement = Placement("cpu", "float32", None)
-    model, processor = load_model_and_processor(tiny_checkpoint, placement)
-    w = ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=placement, max_queue=1)
-    yield w
-    w.shutdown()
+def own_worker(make_worker):
+    return make_worker(max_queue=1)
 
 
 @pytest.fixture()

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from audio_samples import read_wav16k, tone, write_wav
-from model import CacheSizes, GenerationParams, ModelWorker
+from model import CacheSizes, GenerationParams
 from model.caches import LruCache
 from model.inputs import InputEncoder
-from model.loading import Placement, load_model_and_processor
 from test_worker_parity import GROUP
 
 GREEDY = GenerationParams(temperature=0, max_new_tokens=24)
@@ -34,12 +33,8 @@ def reference(worker, messages, arrays):
 
 
 @pytest.fixture()
-def fresh_worker(tiny_checkpoint):
-    placement = Placement("cpu", "float32", None)
-    model, processor = load_model_and_processor(tiny_checkpoint, placement)
-    w = ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=placement)
-    yield w
-    w.shutdown()
+def fresh_worker(make_worker):
+    return make_worker()
 
 
 @pytest.fixture(scope="module")
@@ -101,35 +96,23 @@ def test_decoded_audio_is_cached_by_content_not_path(fresh_worker, turn_audio, t
     assert fresh_worker.audio_cache.misses == misses + 1 and prepared.audios[0].seconds == 3.0
 
 
-def test_caches_stay_within_their_budgets(tiny_checkpoint, turn_audio):
-    placement = Placement("cpu", "float32", None)
-    model, processor = load_model_and_processor(tiny_checkpoint, placement)
-    small = ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=placement,
-                        cache=CacheSizes(audio_mb=1, features_mb=4, prefix_tokens=600))
-    try:
-        for path in turn_audio:
-            small.generate([{"role": "user", "content": [{"type": "audio", "audio": str(path)}, {"type": "text", "text": "x"}]}], GREEDY)
-            assert small.audio_cache.size <= 1 << 20
-            assert small.feature_cache.size <= 4 << 20
-            assert small.prefix_cache.stats.size <= 600
-        assert 0 < len(small.prefix_cache.stats) < len(turn_audio)  # older prompts were evicted
-    finally:
-        small.shutdown()
+def test_caches_stay_within_their_budgets(make_worker, turn_audio):
+    small = make_worker(cache=CacheSizes(audio_mb=1, features_mb=4, prefix_tokens=600))
+    for path in turn_audio:
+        small.generate([{"role": "user", "content": [{"type": "audio", "audio": str(path)}, {"type": "text", "text": "x"}]}], GREEDY)
+        assert small.audio_cache.size <= 1 << 20
+        assert small.feature_cache.size <= 4 << 20
+        assert small.prefix_cache.stats.size <= 600
+    assert 0 < len(small.prefix_cache.stats) < len(turn_audio)  # older prompts were evicted
 
 
-def test_caches_can_be_turned_off(tiny_checkpoint, turn_audio):
-    placement = Placement("cpu", "float32", None)
-    model, processor = load_model_and_processor(tiny_checkpoint, placement)
-    off = ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=placement,
-                      cache=CacheSizes(audio_mb=0, features_mb=0, prefix_tokens=0))
-    try:
-        messages = [{"role": "user", "content": [{"type": "audio", "audio": str(turn_audio[0])}, {"type": "text", "text": "x"}]}]
-        a = off.stream(messages, GREEDY)
-        text = "".join(a)
-        b = off.stream(messages, GREEDY)
-        assert "".join(b) == text and b.reused_tokens == 0 and len(off.audio_cache) == 0
-    finally:
-        off.shutdown()
+def test_caches_can_be_turned_off(make_worker, turn_audio):
+    off = make_worker(cache=CacheSizes(audio_mb=0, features_mb=0, prefix_tokens=0))
+    messages = [{"role": "user", "content": [{"type": "audio", "audio": str(turn_audio[0])}, {"type": "text", "text": "x"}]}]
+    a = off.stream(messages, GREEDY)
+    text = "".join(a)
+    b = off.stream(messages, GREEDY)
+    assert "".join(b) == text and b.reused_tokens == 0 and len(off.audio_cache) == 0
 
 
 @pytest.mark.parametrize("seconds", [[3.0], [30.0, 30.0, 15.0], [0.5, 12.34, 29.99], []])

@@ -18,9 +18,7 @@ from model import (
     GenerationOutOfMemoryError,
     GenerationParams,
     InvalidParamsError,
-    ModelWorker,
 )
-from model.loading import Placement, load_model_and_processor
 
 QUICK = GenerationParams(temperature=0, max_new_tokens=6)
 
@@ -128,13 +126,9 @@ def test_max_new_tokens_is_clamped_to_the_room_left_in_the_context(worker):
 
 
 @pytest.fixture()
-def own_worker(tiny_checkpoint):
+def own_worker(make_worker):
     """A worker of its own, so failures injected into its model do not touch the shared one."""
-    placement = Placement("cpu", "float32", None)
-    model, processor = load_model_and_processor(tiny_checkpoint, placement)
-    w = ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=placement)
-    yield w
-    w.shutdown()
+    return make_worker()
 
 
 @pytest.mark.parametrize("failure,expected,fragment", [

@@ -101,14 +101,12 @@ def test_from_pretrained_is_a_thread_safe_singleton(tiny_checkpoint):
     assert ModelWorker.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="float32") is workers[0]
 
 
-def test_full_queue_is_refused_with_a_busy_error(tiny_checkpoint, audio_dir):
+def test_full_queue_is_refused_with_a_busy_error(make_worker, audio_dir):
     import pytest
 
     from model import WorkerBusyError
-    from model.loading import Placement, load_model_and_processor
 
-    model, processor = load_model_and_processor(tiny_checkpoint, Placement("cpu", "float32", None))
-    small = ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=Placement("cpu", "float32", None), max_queue=1)
+    small = make_worker(max_queue=1)
     try:
         running = small.stream(ask(audio_dir / "tone_a.wav"), LONG)
         assert running.wait_started(10)

@@ -16,8 +16,7 @@ import types
 
 import pytest
 
-from model import GenerationParams, ModelWorker
-from model.loading import Placement, load_model_and_processor
+from model import GenerationParams
 
 GREEDY = GenerationParams(temperature=0, max_new_tokens=40)
 
@@ -51,12 +50,8 @@ def fake_spaces(monkeypatch):
 
 
 @pytest.fixture()
-def zero_worker(fake_spaces, tiny_checkpoint):
-    placement = Placement("cpu", "float32", None)
-    model, processor = load_model_and_processor(tiny_checkpoint, placement)
-    w = ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=placement, gpu_duration=90)
-    yield w
-    w.shutdown()
+def zero_worker(fake_spaces, make_worker):
+    return make_worker(gpu_duration=90)
 
 
 def ask(path):
