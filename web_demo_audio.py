@@ -27,7 +27,7 @@ def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a 
 
         return RemoteBackend(config.api_base, api_key=config.remote_api_key or config.api_key or None,
                              model=config.remote_model or None, audio_limits=limits)
-    from model import CacheSizes, ModelWorker
+    from model import CacheSizes, ModelWorker, Speedups
 
     return ModelWorker.from_pretrained(
         config.checkpoint_path,
@@ -37,6 +37,7 @@ def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a 
         default_max_new_tokens=config.max_new_tokens,
         max_queue=config.max_queue_size,
         cache=CacheSizes(config.cache_audio_mb, config.cache_features_mb, config.prefix_cache_tokens),
+        speedups=Speedups(attention=config.attn_implementation, kv_cache=config.kv_cache),
     )
 
 

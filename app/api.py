@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from .handlers import ChatHandlers, as_user_error
+from .handlers import ChatHandlers, as_user_error, session_of
 from .history import BaseTask, Message
 from .i18n import language_of
 
@@ -66,7 +66,8 @@ class ChatApi:
             base_task = None
             if self.handlers.is_base:
                 base_task = BaseTask("free") if (message.get("text") or "").strip() else BaseTask("transcribe")
-            messages = self.handlers.model_messages(conversation, system_prompt, base_task, lang)
+            messages = self.handlers.model_messages(conversation, system_prompt, base_task, lang,
+                                                    session_of(request))
         except Exception as exc:  # noqa: BLE001
             raise as_user_error(exc, lang) from None
         logger.info("api /chat: %d message(s), %d earlier", len(messages), len(history or []))

@@ -6,12 +6,14 @@ model server) or a scripted fake in tests can satisfy it too. Nothing here impor
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from model.params import GenerationParams
 
-__all__ = ["AudioNote", "BackendInfo", "ChatBackend", "GenerationParams", "ReplyStreamLike", "user_message_of"]
+__all__ = ["AudioNote", "BackendInfo", "ChatBackend", "GenerationParams", "ReplyStreamLike", "next_update", "updates",
+           "user_message_of"]
 
 
 class AudioNote(Protocol):
@@ -72,6 +74,32 @@ class ChatBackend(Protocol):
 
     def stream(self, messages: Sequence[dict[str, Any]], params: GenerationParams | None = None) -> ReplyStreamLike:
         """Queue a reply. Errors a user can fix raise here or from ``next()`` carrying ``user_message``."""
+
+
+def next_update(reply: Any, until: float | None = None) -> str:
+    """The next piece of ``reply`` (blocking), joined with every piece already waiting behind it and,
+    given ``until`` (a ``time.monotonic()`` deadline), with those arriving before it.
+
+    Web handlers send one update per call, so a reply streams at a bounded number of updates per
+    second whatever the token rate, and a slow network or server never makes the stream fall behind.
+    The end of the reply cuts the wait short. Raises StopIteration at the end. A stream without
+    ``take_ready`` (e.g. a remote one) gives one piece per call.
+    """
+    piece = next(reply)
+    take_ready = getattr(reply, "take_ready", None)
+    return piece + take_ready(until) if take_ready is not None else piece
+
+
+def updates(reply: Any, interval_s: float = 0.0) -> Iterator[str]:
+    """:func:`next_update` until the reply ends, at most one update per ``interval_s`` (the first at once)."""
+    due = 0.0
+    while True:
+        try:
+            text = next_update(reply, due)
+        except StopIteration:
+            return
+        yield text
+        due = time.monotonic() + interval_s
 
 
 def user_message_of(exc: BaseException) -> str | None:

@@ -103,6 +103,9 @@ class DemoConfig:
     inbrowser: bool = _field(False, "Open the page in the default browser once it is up")
     concurrency_limit: int = _field(4, "Chat requests accepted at once; the model answers them one at a time, in order")
     max_queue_size: int = _field(32, "Requests that may wait in the queue before new ones are refused")
+    stream_interval_ms: int = _field(
+        40, "Shortest time between two updates of a streaming reply (page, /chat, /v1); the words generated "
+        "meanwhile go out together (0 = every piece as it comes)")
     api: bool = _field(True, "Serve the OpenAI-compatible API at /v1/chat/completions and /v1/models")
     api_key: str = _field("", "Bearer key the /v1 API requires (empty = open, or the --auth logins when set)",
                           secret=True)
@@ -118,6 +121,12 @@ class DemoConfig:
     # Audio
     max_audio_seconds: float = _field(300.0, "Longest audio accepted, in seconds (longer audio is refused)")
     max_upload_mb: int = _field(200, "Largest file accepted, in MB")
+    upload_ttl_minutes: float = _field(
+        1440.0, "Uploaded audio and cut clips no request has used for this long are deleted (0 = only when "
+        "their session ends)")
+    upload_cache_mb: int = _field(
+        4096, "Most disk space uploaded audio and cut clips may take; the least recently used are deleted "
+        "beyond it (0 = no cap)")
     # Default generation settings (each can be changed in the page and through the API)
     system_prompt: str = _field("", "System prompt (empty = the model's default)")
     max_new_tokens: int = _field(512, "Default maximum length of a reply, in tokens")
@@ -131,6 +140,13 @@ class DemoConfig:
     cache_audio_mb: int = _field(256, "Decoded audio kept for reuse, in MB")
     cache_features_mb: int = _field(256, "Audio features kept for reuse, in MB")
     prefix_cache_tokens: int = _field(8192, "Prompt KV cache kept for reuse, in tokens (about 0.5 MiB each on the 7B model)")
+    # Speed-ups (greedy output is the same with every choice)
+    attn_implementation: str = _field("auto", "Attention kernel: auto (transformers' default, sdpa), sdpa, eager, "
+                                      "flash_attention_2 (needs the flash-attn package and a GPU)",
+                                      choices=("auto", "sdpa", "eager", "flash_attention_2"))
+    kv_cache: str = _field("dynamic", "KV cache: dynamic (needed by prefix_cache_tokens), static, or static-compile "
+                           "(static with torch.compile of the decoding step; the first replies compile); static ones "
+                           "turn the prefix cache off", choices=("dynamic", "static", "static-compile"))
     # The page
     examples: bool = _field(True, "Offer example clips and questions under the chat")
     log_level: str = _field("INFO", "Logging level", choices=LOG_LEVELS)
@@ -145,8 +161,11 @@ class DemoConfig:
             "server_port": (0 <= self.server_port <= 65535, "between 0 and 65535"),
             "concurrency_limit": (self.concurrency_limit >= 1, "at least 1"),
             "max_queue_size": (self.max_queue_size >= 1, "at least 1"),
+            "stream_interval_ms": (0 <= self.stream_interval_ms <= 1000, "between 0 and 1000"),
             "max_audio_seconds": (self.max_audio_seconds > 0, "positive"),
             "max_upload_mb": (self.max_upload_mb >= 1, "at least 1"),
+            "upload_ttl_minutes": (self.upload_ttl_minutes >= 0, "0 or more"),
+            "upload_cache_mb": (self.upload_cache_mb >= 0, "0 or more"),
             "max_new_tokens": (1 <= self.max_new_tokens <= self.max_new_tokens_limit,
                                "between 1 and max_new_tokens_limit"),
             "temperature": (self.temperature >= 0, "0 or more"),

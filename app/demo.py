@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from .api import ChatApi
 from .backend import ChatBackend
@@ -17,6 +18,7 @@ from .examples import Example, build_examples
 from .handlers import ChatHandlers
 from .i18n import I18N, LABELS
 from .layout import STATIC_DIR, build_layout
+from .temp_files import TempFiles
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +35,52 @@ def build_demo(
     """The page, wired to ``backend`` (a ModelWorker or anything satisfying :class:`ChatBackend`).
 
     ``examples`` defaults to the generated example clips when ``config.examples`` is on; ``work_dir``
-    holds those clips and the clips cut at timestamps (default: a folder in the system temp dir).
+    holds those clips (default: a folder in the system temp dir). Uploads and the clips cut at
+    timestamps live in Gradio's upload folder and are managed by :class:`app.temp_files.TempFiles`.
     """
     work_dir = Path(work_dir or DEFAULT_WORK_DIR)
     if examples is None:
         examples = build_examples(work_dir / "examples") if config.examples else []
-    handlers = ChatHandlers(backend, config, clips_dir=work_dir / "clips")
     # The tab title is plain text: Gradio does not translate it.
     with gr.Blocks(title=LABELS["en"]["title"], analytics_enabled=False, fill_width=False) as demo:
+        # Clips are written straight into Gradio's folder (served from there without a second copy)
+        # and go with the uploads: when their session ends, when unused for long, beyond the cap.
+        upload_folder = Path(get_upload_folder())
+        files = TempFiles(upload_folder, ttl_s=config.upload_ttl_minutes * 60,
+                          max_bytes=config.upload_cache_mb * 1024 * 1024, uploads=demo.upload_file_set,
+                          protected=lambda: kept_by_gradio(demo))
+        handlers = ChatHandlers(backend, config, clips_dir=upload_folder / "clips", files=files)
         ui = build_layout(backend.info, config, examples)
         wire_events(ui, handlers, ChatApi(handlers), config)
+        demo.unload(handlers.end_session)
+    files.start()
+    demo.temp_files = files  # for tests and operators: what is kept, and a sweep on demand
     demo.queue(default_concurrency_limit=config.concurrency_limit, max_size=config.max_queue_size)
+    relax_queue_polling(demo)
     return demo
+
+
+#: How often Gradio's idle queue looks for new work (Gradio's own default: every 1 ms).
+QUEUE_IDLE_POLL_S = 0.01
+
+
+def relax_queue_polling(demo: gr.Blocks) -> None:
+    """Let Gradio's queue look for new work every 10 ms instead of every 1 ms when it is idle.
+
+    The 1 ms loop shares the process (and Python's GIL) with the model's generation thread: on a
+    2-core machine it cost about a fifth of the tiny model's decode rate (docs/PERFORMANCE.md). A new
+    request now waits at most 10 ms longer before it starts.
+    """
+    queue = getattr(demo, "_queue", None)
+    if queue is None or not hasattr(queue, "sleep_when_free"):
+        logger.warning("Gradio's queue has no sleep_when_free any more: its polling interval is left as it is")
+        return
+    queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_IDLE_POLL_S)
+
+
+def kept_by_gradio(demo: gr.Blocks) -> set[str]:
+    """The files Gradio keeps in its folder for the page itself (examples, default values)."""
+    return {path for block in demo.blocks.values() for path in getattr(block, "keep_in_cache", ())}
 
 
 def theme() -> gr.themes.Base:

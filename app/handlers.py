@@ -30,7 +30,7 @@ from gradio.utils import get_upload_folder
 from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
 from model.params import InvalidParamsError
 
-from .backend import ChatBackend, GenerationParams, user_message_of
+from .backend import ChatBackend, GenerationParams, updates, user_message_of
 from .config import DemoConfig
 from .history import (
     BaseTask,
@@ -43,6 +43,7 @@ from .history import (
     without_notes,
 )
 from .i18n import language_of, say
+from .temp_files import TempFiles
 from .timestamps import cut_clips, render_timestamps
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,11 @@ def idle_updates() -> tuple[Any, ...]:
     )
 
 
+def session_of(request: Any) -> str | None:
+    """The Gradio session a request belongs to (one per open tab or ``gradio_client.Client``)."""
+    return getattr(request, "session_hash", None)
+
+
 def _file_paths(message: dict) -> list[str]:
     files = [f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else None)
              for f in message.get("files") or []]
@@ -128,18 +134,22 @@ def _file_paths(message: dict) -> list[str]:
 class ChatHandlers:
     """The page's handlers, bound to one backend and one config (no globals)."""
 
-    def __init__(self, backend: ChatBackend, config: DemoConfig, clips_dir: Path):
+    def __init__(self, backend: ChatBackend, config: DemoConfig, clips_dir: Path, files: TempFiles | None = None):
         self.backend = backend
         self.config = config
         self.clips_dir = Path(clips_dir)
+        self.files = files  # told which session uses which file, so that files go when sessions end
         self.limits = AudioLimits(max_seconds=config.max_audio_seconds, max_bytes=config.max_upload_bytes)
         self.is_base = backend.family == "base"
         self._seconds: dict[tuple[str, float], float] = {}  # decoded durations, shared by validate and echo
 
     # ------------------------------------------------------------------ shared with the API
     def model_messages(self, history: Sequence[Message], system_prompt: str, base_task: BaseTask | None,
-                       lang: str) -> list[Message]:
-        """The conversation for the backend; refuses audio that was not uploaded through Gradio."""
+                       lang: str, session: str | None = None) -> list[Message]:
+        """The conversation for the backend; refuses audio that was not uploaded through Gradio, or is gone.
+
+        The audio files are recorded as used by ``session`` (see :mod:`app.temp_files`).
+        """
         messages = to_model_messages(history, system_prompt=system_prompt or "", base_task=base_task)
         audios = [item["audio"] for m in messages if isinstance(m["content"], list)
                   for item in m["content"] if item.get("type") == "audio"]
@@ -147,7 +157,21 @@ class ChatHandlers:
         if outside:
             logger.warning("refused audio outside the upload folder: %s", outside[0])
             raise gr.Error(say("not_uploaded", lang, name=os.path.basename(outside[0])))
+        self.use_files(session, audios)
+        gone = [path for path in audios if not os.path.isfile(path)]
+        if gone:
+            logger.info("audio from an earlier turn is no longer on disk: %s", os.path.basename(gone[0]))
+            raise gr.Error(say("expired", lang, name=os.path.basename(gone[0])))
         return messages
+
+    def use_files(self, session: str | None, paths: Sequence[str]) -> None:
+        if self.files is not None:
+            self.files.use(session, paths)
+
+    def end_session(self, request: gr.Request) -> None:
+        """Gradio's ``unload``: the tab (or API client) is gone; delete the files only it used."""
+        if self.files is not None:
+            self.files.end_session(session_of(request))
 
     def stream_text(self, messages: list[Message], params: GenerationParams, lang: str) -> Iterator[tuple[str, Any]]:
         """Yield ("queued", requests ahead) while waiting, then ("text", reply so far) per piece.
@@ -171,7 +195,8 @@ class ChatHandlers:
                 yield "queued", ahead
             text = ""
             try:
-                for piece in reply:
+                # At most one update per stream_interval_ms: the words generated meanwhile go out together.
+                for piece in updates(reply, self.config.stream_interval_ms / 1000):
                     text += piece
                     yield "text", text
             except Exception as exc:  # noqa: BLE001
@@ -198,19 +223,23 @@ class ChatHandlers:
         if not (message.get("text") or "").strip() and not files:
             return gr.validate(False, say("empty_input", lang)), gr.validate(True, "")
         for path in files:
+            if not os.path.isfile(path):
+                return gr.validate(False, say("expired", lang, name=os.path.basename(path))), gr.validate(True, "")
             try:
                 self.audio_seconds(path)
             except Exception as exc:  # noqa: BLE001
                 return gr.validate(False, as_user_error(exc, lang).message), gr.validate(True, "")
         return gr.validate(True, ""), gr.validate(True, "")
 
-    def add_user_turn(self, message: dict | None, history: list[Message] | None) -> tuple[Any, ...]:
+    def add_user_turn(self, message: dict | None, history: list[Message] | None,
+                      request: gr.Request) -> tuple[Any, ...]:
         """Echo the user's audio (players labelled with name and duration) and text into the chat; lock the input."""
         history = list(history or [])
         message = message or {}
+        files = _file_paths(message)
+        self.use_files(session_of(request), files)
         new: list[Message] = [
-            {"role": "user", "content": self.audio_message(path, self.audio_seconds(path))}
-            for path in _file_paths(message)
+            {"role": "user", "content": self.audio_message(path, self.audio_seconds(path))} for path in files
         ]
         text = (message.get("text") or "").strip()
         if text:
@@ -232,12 +261,12 @@ class ChatHandlers:
         return params
 
     def _reply_steps(self, history: list[Message], settings: Sequence[Any], task: str | None,
-                     language: str | None, lang: str) -> Iterator[tuple[str, list[Message]]]:
+                     language: str | None, lang: str, session: str | None) -> Iterator[tuple[str, list[Message]]]:
         """The chat at each step of the reply: ("queued" | "text" | "final", display history); raises on failure."""
         system_prompt, *numbers = settings
         params = self.generation_params(*numbers)
         base_task = BaseTask(task or "transcribe", language or None) if self.is_base else None
-        messages = self.model_messages(history, system_prompt, base_task, lang)
+        messages = self.model_messages(history, system_prompt, base_task, lang, session)
         text = ""
         for kind, value in self.stream_text(messages, params, lang):
             if kind == "queued":
@@ -247,7 +276,7 @@ class ChatHandlers:
                 text = value
                 yield "text", history + [{"role": "assistant", "content": render_timestamps(text)}]
         final = history + ([{"role": "assistant", "content": render_timestamps(text)}] if text else [])
-        yield "final", final + self.clip_messages(text, history, lang)
+        yield "final", final + self.clip_messages(text, history, lang, session)
 
     @staticmethod
     def _warn(exc: BaseException, lang: str) -> None:
@@ -267,7 +296,7 @@ class ChatHandlers:
         settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         answered = history
         try:
-            for kind, shown in self._reply_steps(history, settings, task, language, lang):
+            for kind, shown in self._reply_steps(history, settings, task, language, lang, session_of(request)):
                 if kind != "queued":
                     answered = shown
                 yield shown
@@ -289,7 +318,7 @@ class ChatHandlers:
         settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         answered: list[Message] | None = None
         try:
-            for kind, shown in self._reply_steps(history, settings, task, language, lang):
+            for kind, shown in self._reply_steps(history, settings, task, language, lang, session_of(request)):
                 if kind != "queued":
                     answered = shown
                 yield shown, gr.skip()
@@ -304,11 +333,12 @@ class ChatHandlers:
 
     @staticmethod
     def uploaded(paths: Sequence[str]) -> list[str]:
-        """The paths that lie in Gradio's upload folder (a client may name any path in the history it sends)."""
+        """The paths that lie in Gradio's upload folder and are still there (a client may name any path)."""
         outside = set(paths_outside(paths, [get_upload_folder()]))
-        return [p for p in paths if p not in outside]
+        return [p for p in paths if p not in outside and os.path.isfile(p)]
 
-    def clip_messages(self, reply: str, history: Sequence[Message], lang: str) -> list[Message]:
+    def clip_messages(self, reply: str, history: Sequence[Message], lang: str,
+                      session: str | None = None) -> list[Message]:
         """Assistant messages with a player per time range the reply's timestamps name (may be empty)."""
         audios = audio_paths(history)
         if "<|" not in reply or not audios:
@@ -319,6 +349,7 @@ class ChatHandlers:
             logger.warning("could not cut clips from %s", audios[-1], exc_info=True)
             gr.Warning(say("clip_failed", lang, name=os.path.basename(audios[-1])))
             return []
+        self.use_files(session, [str(c.path) for c in clips])
         return [{"role": "assistant", "content": gr.Audio(str(c.path), label=c.label, show_label=True,
                                                             buttons=["download"])} for c in clips]
 
@@ -345,8 +376,9 @@ class ChatHandlers:
         kept = ChatHandlers.uploaded(files)
         if len(kept) < len(files):
             refused = next(f for f in files if f not in kept)
-            logger.warning("undo: refused audio outside the upload folder: %s", refused)
-            gr.Warning(html.escape(say("not_uploaded", language_of(request), name=os.path.basename(refused))))
+            key = "not_uploaded" if paths_outside([refused], [get_upload_folder()]) else "expired"
+            logger.warning("undo: left out %s audio: %s", key, refused)
+            gr.Warning(html.escape(say(key, language_of(request), name=os.path.basename(refused))))
         return rest, gr.MultimodalTextbox(value={"text": text, "files": kept})
 
     @staticmethod

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .backend import ChatBackend, ReplyStreamLike, user_message_of
+from .backend import ChatBackend, ReplyStreamLike, next_update, user_message_of
 from .openai_protocol import ApiError, ApiLimits, ChatRequest, error_type, parse_chat_request
 
 logger = logging.getLogger(__name__)
@@ -115,15 +115,19 @@ class OpenAIApi:
         logins: Sequence[tuple[str, str]] = (),
         limits: ApiLimits | None = None,
         ready: Callable[[], bool] = lambda: True,
+        stream_interval_s: float = 0.0,
     ):
         """``api_key``: the bearer key every request must send. Without one, ``logins`` (the page's
-        (user, password) pairs) protect the API: HTTP Basic auth or ``Bearer user:password``."""
+        (user, password) pairs) protect the API: HTTP Basic auth or ``Bearer user:password``.
+        ``stream_interval_s``: the shortest time between two streamed chunks (the text generated
+        meanwhile goes out in one chunk)."""
         self.backend = backend
         self.model_id = model_id
         self.api_key = api_key or None
         self.logins = tuple(logins)
         self.limits = limits or ApiLimits()
         self.ready = ready
+        self.stream_interval_s = stream_interval_s
 
     def routes(self) -> list[Any]:
         router = APIRouter()
@@ -209,7 +213,7 @@ class OpenAIApi:
         parts: list[str] = []
         try:
             while not stops.hit:
-                piece = await anyio.to_thread.run_sync(next, reply, _END)
+                piece = await anyio.to_thread.run_sync(_next_or_end, reply, None)
                 if piece is _END:
                     parts.append(stops.flush())
                     break
@@ -237,11 +241,13 @@ class OpenAIApi:
         stops = StopFilter(parsed.stop)
         try:
             yield event({"role": "assistant", "content": ""})
+            due = 0.0  # the first chunk goes out at once, later ones at most every stream_interval_s
             while not stops.hit:
-                piece = await anyio.to_thread.run_sync(next, reply, _END)
+                piece = await anyio.to_thread.run_sync(_next_or_end, reply, due)
                 text = stops.flush() if piece is _END else stops.feed(piece)
                 if text:
                     yield event({"content": text})
+                    due = time.monotonic() + self.stream_interval_s
                 if piece is _END:
                     break
             yield event({}, _finish_reason(reply, stops))
@@ -253,6 +259,14 @@ class OpenAIApi:
             reply.close()  # a dropped client lands here too: generation stops within one token
             parsed.cleanup()
         yield "data: [DONE]\n\n"
+
+
+def _next_or_end(reply: ReplyStreamLike, until: float | None) -> Any:
+    """One thread hop: the next piece and those waiting behind it or arriving before ``until``, or _END."""
+    try:
+        return next_update(reply, until)
+    except StopIteration:
+        return _END
 
 
 def json_body(raw: bytes) -> Any:
@@ -280,5 +294,6 @@ def api_routes(backend: ChatBackend, config: Any) -> list[Any]:
         api_key=config.api_key or None,
         logins=config.credentials,
         limits=ApiLimits(max_audio_bytes=config.max_upload_bytes, url_allowlist=config.audio_url_hosts),
+        stream_interval_s=config.stream_interval_ms / 1000,
     )
     return api.routes()

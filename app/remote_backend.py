@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import wave
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any

@@ -10,7 +10,10 @@ loopback port and stops it at the end. Phases:
 2. **together**: all clients run their conversations at once; every reply must equal the client's own
    reference reply (no audio or history crosses sessions) and no request may fail.
 3. **soak** (``--soak N``): N more single-turn requests; the server's resident memory is read after the
-   first 50 and after all N, and the files in Gradio's upload folder are counted.
+   first 50 and after all N.
+
+At the end (a server it started), the audio files left in Gradio's upload folder are counted once every
+client has closed its session (uploads and clips go when their session ends).
 
 Only loopback addresses are contacted; every phase is bounded in requests and by ``--max-seconds``.
 It prints a table and exits 1 if any request failed or any reply differed.
@@ -27,14 +30,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
+from bench.audio import write_tone
+
 
 logger = logging.getLogger("bench.load")
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,15 +49,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_audio(path: Path, seconds: float, freq: float, seed: int) -> Path:
-    t = np.arange(int(seconds * 16000)) / 16000
-    samples = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * np.random.default_rng(seed).standard_normal(t.shape)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(np.round(np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+def _count_files(folder: Path) -> int:
+    """Audio files in ``folder`` (the clients send WAV; Gradio's copies of the page's icons are not counted)."""
+    return sum(1 for p in folder.rglob("*.wav") if p.is_file()) if folder.exists() else 0
 
 
 def _rss_mb(pid: int) -> float:
@@ -84,17 +80,20 @@ class ChatClient:
         client = Client(self.url, verbose=False)
         history: list[dict] = []
         out = []
-        for turn in range(turns):
-            path = self.audio[turn % len(self.audio)]
-            started = time.perf_counter()
-            reply = client.predict(message={"text": self.question(turn), "files": [handle_file(str(path))]},
-                                   history=history, **GREEDY, api_name="/chat")
-            out.append((reply, time.perf_counter() - started))
-            history += [
-                {"role": "user", "content": [{"type": "file", "file": handle_file(str(path))}]},
-                {"role": "user", "content": [{"type": "text", "text": self.question(turn)}]},
-                {"role": "assistant", "content": [{"type": "text", "text": reply}]},
-            ]
+        try:
+            for turn in range(turns):
+                path = self.audio[turn % len(self.audio)]
+                started = time.perf_counter()
+                reply = client.predict(message={"text": self.question(turn), "files": [handle_file(str(path))]},
+                                       history=history, **GREEDY, api_name="/chat")
+                out.append((reply, time.perf_counter() - started))
+                history += [
+                    {"role": "user", "content": [{"type": "file", "file": handle_file(str(path))}]},
+                    {"role": "user", "content": [{"type": "text", "text": self.question(turn)}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": reply}]},
+                ]
+        finally:
+            client.close()  # ends the session: the server deletes the files it alone used
         return out
 
     def _converse_v1(self, turns: int) -> list[tuple[str, float]]:
@@ -161,8 +160,9 @@ def run(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.max_seconds
     clients = []
     for i in range(args.clients):
-        audio = [_write_audio(workdir / f"client{i}-turn{t}.wav", 1.0 + 0.25 * ((i + t) % 5), 180 + 37 * i + 11 * t, 100 * i + t)
-                 for t in range(args.turns)]
+        audio = [workdir / f"client{i}-turn{t}.wav" for t in range(args.turns)]
+        for t, path in enumerate(audio):
+            write_tone(path, 1.0 + 0.25 * ((i + t) % 5), 180 + 37 * i + 11 * t, 100 * i + t)
         clients.append(ChatClient(url, args.api, audio, i))
     result: dict = {"url": url, "api": args.api, "clients": args.clients, "turns": args.turns}
     try:
@@ -199,7 +199,6 @@ def run(args: argparse.Namespace) -> dict:
         if args.soak and proc is not None:
             soak_client = ChatClient(url, args.api, clients[0].audio, 999)
             rss = {}
-            uploads = workdir / "gradio-uploads"
             for n in range(1, args.soak + 1):
                 if time.monotonic() > deadline:
                     result["soak_stopped_at"] = n
@@ -209,7 +208,14 @@ def run(args: argparse.Namespace) -> dict:
                 if n in (50, args.soak):
                     rss[n] = _rss_mb(proc.pid)
             result["rss_mb"] = rss
-            result["upload_files"] = sum(1 for p in uploads.rglob("*") if p.is_file()) if uploads.exists() else 0
+        if proc is not None:
+            # Every client has closed: its session's files go (Gradio notices a closed session within seconds).
+            uploads = workdir / "gradio-uploads"
+            result["upload_files_seen"] = _count_files(uploads)
+            settle = time.monotonic() + 30
+            while _count_files(uploads) and time.monotonic() < settle:
+                time.sleep(0.5)
+            result["upload_files"] = _count_files(uploads)
     finally:
         if proc is not None:
             proc.terminate()
@@ -237,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     if result["latency_p50_s"] is not None:
         print(f"  latency while together: p50 {result['latency_p50_s']:.2f} s, p95 {result['latency_p95_s']:.2f} s")
     if "rss_mb" in result:
-        print(f"  server RSS: {', '.join(f'after {n}: {mb:.0f} MB' for n, mb in result['rss_mb'].items())}; "
-              f"upload files left: {result['upload_files']}")
+        print(f"  server RSS: {', '.join(f'after {n}: {mb:.0f} MB' for n, mb in result['rss_mb'].items())}")
+    if "upload_files" in result:
+        print(f"  upload files when the last client closed: {result['upload_files_seen']}; "
+              f"left after their sessions ended: {result['upload_files']}")
     for error in result["errors"][:5]:
         print("  error:", error)
     if args.json:

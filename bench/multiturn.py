@@ -18,22 +18,10 @@ import statistics
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
-import numpy as np
+from bench.audio import write_tone
 
-
-def _write_audio(path: Path, seconds: float, seed: int) -> None:
-    t = np.arange(int(seconds * 16000)) / 16000
-    rng = np.random.default_rng(seed)
-    samples = 0.3 * np.sin(2 * np.pi * (200 + 60 * seed) * t) + 0.05 * rng.standard_normal(t.shape)
-    pcm = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
 
 
 def run_conversation(worker, audio: list[Path], tokens: int) -> list[dict[str, float]]:
@@ -85,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             audio = []
             for turn in range(args.turns):
                 path = tmp / f"{mode}-{repeat}-{turn}.wav"
-                _write_audio(path, args.audio_seconds, seed=turn)  # same sounds each run, fresh files
+                write_tone(path, args.audio_seconds, 200 + 60 * turn, seed=turn)  # same sounds each run, fresh files
                 audio.append(path)
             rows = run_conversation(worker, audio, args.tokens)
             worker.shutdown()

@@ -21,24 +21,12 @@ import statistics
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
-import numpy as np
+from bench.audio import write_tone
+
 
 logger = logging.getLogger("bench.worker_vs_generate")
-
-
-def _write_tone(path: Path, seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * 16000)) / 16000
-    samples = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.random.default_rng(0).standard_normal(t.shape)).clip(-1, 1)
-    pcm = np.round(samples * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(pcm.tobytes())
-    return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
 
 
 class _ArrivalTimes:
@@ -107,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = ModelWorker.from_pretrained(checkpoint, device=args.device, cache=CacheSizes(0, 0, 0))
     cached = ModelWorker(worker.model, worker.processor, checkpoint=checkpoint, placement=worker.placement)
     audio = tmp / "tone.wav"
-    samples = _write_tone(audio, args.audio_seconds)
+    samples = write_tone(audio, args.audio_seconds, 440.0, seed=0)
     question = "What can you hear in this recording?"
     worker_messages = [{"role": "user", "content": [{"type": "audio", "audio": str(audio)}, {"type": "text", "text": question}]}]
     template_messages = [{"role": "user", "content": [{"type": "audio", "audio": "a"}, {"type": "text", "text": question}]}]

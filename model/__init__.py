@@ -20,12 +20,12 @@ from .errors import (
 )
 from .loading import DEFAULT_CHECKPOINT
 from .params import GenerationParams, InvalidParamsError
-from .worker import CacheSizes, ModelWorker, ReplyStream, WorkerInfo
+from .worker import CacheSizes, ModelWorker, ReplyStream, Speedups, WorkerInfo
 
 __all__ = [
     "AudioDecodeError", "AudioError", "AudioInfo", "CacheSizes", "AudioLimits", "AudioTooLargeError", "AudioTooLongError",
     "BASE_TASKS", "BASE_TASK_LANGUAGES", "CheckpointLoadError", "ContextTooLongError", "ConversationError",
     "DEFAULT_CHECKPOINT", "GenerationFailedError", "GenerationOutOfMemoryError", "GenerationParams",
-    "InvalidParamsError", "ModelWorker", "PreparedPrompt", "ReplyStream", "SAMPLE_RATE", "WorkerBusyError",
+    "InvalidParamsError", "ModelWorker", "PreparedPrompt", "ReplyStream", "SAMPLE_RATE", "Speedups", "WorkerBusyError",
     "WorkerError", "WorkerInfo", "base_task_prompt", "decode_audio", "split_windows",
 ]

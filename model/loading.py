@@ -131,8 +131,11 @@ def checkpoint_ships_chat_template(path: Path) -> bool:
     return False
 
 
-def load_model_and_processor(path: Path, placement: Placement):
-    """Load ``Qwen2AudioForConditionalGeneration`` and ``AutoProcessor`` from ``path`` onto ``placement``."""
+def load_model_and_processor(path: Path, placement: Placement, attention: str = "auto"):
+    """Load ``Qwen2AudioForConditionalGeneration`` and ``AutoProcessor`` from ``path`` onto ``placement``.
+
+    ``attention`` names the attention kernel (``auto`` leaves transformers' default).
+    """
     import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
@@ -144,6 +147,7 @@ def load_model_and_processor(path: Path, placement: Placement):
             dtype=getattr(torch, placement.dtype),
             device_map=placement.device_map,
             low_cpu_mem_usage=True,
+            **({} if attention == "auto" else {"attn_implementation": attention}),
         )
     except torch.OutOfMemoryError:
         raise CheckpointLoadError(

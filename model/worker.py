@@ -57,6 +57,46 @@ class CacheSizes:
     prefix_tokens: int = 8192
 
 
+ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")
+KV_CACHE_CHOICES = ("dynamic", "static", "static-compile")
+
+
+@dataclass(frozen=True)
+class Speedups:
+    """How the model computes: the attention kernel and the kind of KV cache.
+
+    ``attention``: ``auto`` (transformers' choice, PyTorch's scaled-dot-product attention), ``sdpa``,
+    ``eager`` (plain matrix products) or ``flash_attention_2`` (needs the ``flash-attn`` package and a GPU).
+    ``kv_cache``: ``dynamic`` (grows with the reply; the only one the prompt prefix cache can reuse),
+    ``static`` (preallocated to the prompt plus ``max_new_tokens``) or ``static-compile`` (static, with
+    the decoding step compiled by ``torch.compile``; the first replies of each new length are slow
+    while it compiles). A static cache turns the prefix cache off. Greedy output is the same with
+    every choice (tested on the tiny checkpoint).
+    """
+
+    attention: str = "auto"
+    kv_cache: str = "dynamic"
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_CHOICES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}, not {self.attention!r}")
+        if self.kv_cache not in KV_CACHE_CHOICES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHE_CHOICES)}, not {self.kv_cache!r}")
+
+    def generate_kwargs(self, device: str) -> dict[str, Any]:
+        """What ``model.generate`` needs for this KV cache (nothing for the default)."""
+        if self.kv_cache == "dynamic":
+            return {}
+        if self.kv_cache == "static":
+            return {"cache_implementation": "static", "disable_compile": True}
+        from transformers import CompileConfig
+
+        compile_config = CompileConfig()
+        # transformers compiles a static cache's decoding step by itself on CUDA; elsewhere only if told to.
+        compile_config._compile_all_devices = not device.startswith("cuda")
+        return {"cache_implementation": "static", "compile_config": compile_config}
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     """What the worker runs, for headers, logs and ``/v1/models``."""
@@ -108,6 +148,7 @@ class ReplyStream(Iterator[str]):
         self._worker = worker
         self._request = request
         self._closed = False
+        self._held: Any = None  # the end or an error met by take_ready, for the next next()
 
     # What was done with the input, available before the first piece.
     @property
@@ -147,7 +188,8 @@ class ReplyStream(Iterator[str]):
     def __next__(self) -> str:
         if self._closed:
             raise StopIteration
-        item = self._request.out.get()
+        item = self._held if self._held is not None else self._request.out.get()
+        self._held = None
         if item is _DONE:
             self._closed = True
             raise StopIteration
@@ -155,6 +197,30 @@ class ReplyStream(Iterator[str]):
             self._closed = True
             raise item
         return item
+
+    def take_ready(self, until: float | None = None) -> str:
+        """The text of every piece that has already arrived ("" if none has), and, given ``until`` (a
+        ``time.monotonic()`` deadline), of those arriving before it; the end of the reply or an error
+        ends the wait at once and is left for the next ``next()``.
+
+        A consumer that sends updates over the network calls it after ``next()``: what piles up while
+        it sends, or until its next update is due, goes out as one update.
+        """
+        text = []
+        while self._held is None and not self._closed:
+            timeout = None if until is None else until - time.monotonic()
+            try:
+                if timeout is None or timeout <= 0:
+                    item = self._request.out.get_nowait()
+                else:
+                    item = self._request.out.get(timeout=timeout)
+            except queue.Empty:
+                break
+            if item is _DONE or isinstance(item, BaseException):
+                self._held = item
+            else:
+                text.append(item)
+        return "".join(text)
 
     def close(self) -> None:
         """Cancel the request if it is still waiting or running; safe to call more than once."""
@@ -196,8 +262,10 @@ class ModelWorker:
         max_queue: int | None = None,
         gpu_duration: int = 120,
         cache: CacheSizes | None = None,
+        speedups: Speedups | None = None,
     ):
         self.model = model
+        self.speedups = speedups or Speedups()
         self.processor = processor
         self.placement = placement
         self.audio_limits = audio_limits or AudioLimits()
@@ -223,7 +291,8 @@ class ModelWorker:
         cache = cache or CacheSizes()
         self.audio_cache: LruCache[Any] = LruCache(cache.audio_mb << 20, name="decoded audio")
         self.feature_cache: LruCache[Any] = LruCache(cache.features_mb << 20, name="audio features")
-        self.prefix_cache = PrefixCache(0 if self._zerogpu else cache.prefix_tokens)
+        reuse_kv = not self._zerogpu and self.speedups.kv_cache == "dynamic"
+        self.prefix_cache = PrefixCache(cache.prefix_tokens if reuse_kv else 0)
         self._encoder = InputEncoder(processor, self.feature_cache)
         digests = FileDigests()
         self._builder = PromptBuilder(
@@ -265,20 +334,22 @@ class ModelWorker:
         max_queue: int | None = None,
         gpu_duration: int = 120,
         cache: CacheSizes | None = None,
+        speedups: Speedups | None = None,
     ) -> "ModelWorker":
         """Load ``checkpoint`` (hub id or local directory) and return the process-wide worker for it.
 
         A second call with the same arguments returns the same worker. Raises CheckpointLoadError
         with one sentence when the checkpoint cannot be found, downloaded or loaded.
         """
+        speedups = speedups or Speedups()
         key = (checkpoint, device, dtype, audio_limits or AudioLimits(), default_max_new_tokens, max_queue, gpu_duration,
-               cache or CacheSizes())
+               cache or CacheSizes(), speedups)
         with cls._instances_lock:
             worker = cls._instances.get(key)
             if worker is None:
                 placement = resolve_placement(device, dtype)
                 path = locate_checkpoint(checkpoint)
-                model, processor = load_model_and_processor(path, placement)
+                model, processor = load_model_and_processor(path, placement, attention=speedups.attention)
                 worker = cls(
                     model,
                     processor,
@@ -289,6 +360,7 @@ class ModelWorker:
                     max_queue=max_queue,
                     gpu_duration=gpu_duration,
                     cache=cache,
+                    speedups=speedups,
                 )
                 cls._instances[key] = worker
             return worker
@@ -320,6 +392,7 @@ class ModelWorker:
                 f"{self.info.context_length} tokens; clear the chat, shorten the message or use less audio."
             )
         generate_kwargs = params.to_generate_kwargs(self.model.generation_config)
+        generate_kwargs.update(self.speedups.generate_kwargs(self.placement.device))
         wanted = generate_kwargs.get("max_new_tokens") or getattr(self.model.generation_config, "max_new_tokens", None)
         generate_kwargs["max_new_tokens"] = min(wanted or self.default_max_new_tokens, room)
         if "min_new_tokens" in generate_kwargs:
@@ -418,12 +491,14 @@ class ModelWorker:
         inputs = request.inputs
         ids = inputs.input_ids[0].numpy()
         hit = self.prefix_cache.lookup(ids, inputs.spans)
-        kv = hit.kv if hit else DynamicCache(config=self.model.config.get_text_config())
+        # With a static KV cache, generate() allocates its own (and nothing is kept for reuse).
+        kv = None if self.speedups.kv_cache != "dynamic" else (
+            hit.kv if hit else DynamicCache(config=self.model.config.get_text_config()))
         skipped = hit.windows_skipped if hit else 0
         request.reused_tokens = hit.length if hit else 0
         # Only the windows after the reused prefix go through the audio encoder.
-        model_inputs = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask, "past_key_values": kv,
-                        **inputs.audio_inputs(skipped)}
+        model_inputs = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
+                        **({"past_key_values": kv} if kv is not None else {}), **inputs.audio_inputs(skipped)}
         if hit:
             logger.debug("request %d reuses %d cached prompt tokens (%d audio windows)", request.id, hit.length, skipped)
         run_generate(self.model, model_inputs, request.generate_kwargs, request.seed, on_tokens, request.cancelled)

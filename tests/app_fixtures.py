@@ -18,6 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
@@ -141,3 +143,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {getattr(predicate, '__name__', predicate)}")
         time.sleep(interval)
+
+
+def gradio_call(url: str, api: str, data: list) -> str:
+    """Call a named endpoint over plain HTTP (no gradio_client upload step); the event stream's text."""
+    base = f"{url.rstrip('/')}/gradio_api/call/{api}"
+    event_id = httpx.post(base, json={"data": data}, timeout=30).json()["event_id"]
+    with httpx.stream("GET", f"{base}/{event_id}", timeout=60) as response:
+        return "".join(response.iter_text())
+
+
+def component(path: str) -> dict:
+    """An audio item as the page sends it back, without Gradio's file marker (so Gradio does not check it)."""
+    return {"type": "component", "component": "audio", "value": {"path": path}, "constructor_args": {}, "props": {}}

@@ -52,9 +52,9 @@ def make_worker(tiny_checkpoint):
 
     made = []
 
-    def make(**options):
+    def make(attention: str = "auto", **options):
         placement = Placement("cpu", "float32", None)
-        model, processor = load_model_and_processor(tiny_checkpoint, placement)
+        model, processor = load_model_and_processor(tiny_checkpoint, placement, attention=attention)
         made.append(ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=placement, **options))
         return made[-1]
 

@@ -21,7 +21,7 @@ PARAMS = GenerationParams(max_new_tokens=48, temperature=0.0, top_p=1.0, top_k=0
 
 @pytest.fixture(scope="module")
 def server(worker, tmp_path_factory):
-    config = DemoConfig(examples=False)
+    config = DemoConfig(examples=False, stream_interval_ms=0)  # every piece its own step (the default: below)
     demo = build_demo(worker, config, work_dir=tmp_path_factory.mktemp("api-demo"))
     with serving(demo, config) as url:
         yield url
@@ -177,3 +177,31 @@ def test_base_checkpoint_api_transcribes_or_follows_a_free_prompt(base_server, a
         expected = base.generate(
             [{"role": "user", "content": [{"type": "audio", "audio": wav}, {"type": "text", "text": prompt}]}], PARAMS)
         assert reply == expected
+
+
+def test_the_idle_queue_looks_for_work_every_10_ms_not_every_1_ms(tmp_path):
+    from app.demo import QUEUE_IDLE_POLL_S
+    from app_fixtures import ScriptedWorker
+
+    demo = build_demo(ScriptedWorker(), DemoConfig(examples=False), work_dir=tmp_path)
+    assert demo._queue.sleep_when_free == QUEUE_IDLE_POLL_S == 0.01
+
+
+def test_updates_come_at_most_every_stream_interval_and_join_to_the_whole_reply(worker, audio_dir):
+    import time
+
+    from app.handlers import ChatHandlers
+
+    interval = 0.1
+    handlers = ChatHandlers(worker, DemoConfig(stream_interval_ms=int(interval * 1000)), clips_dir=audio_dir)
+    messages = [{"role": "user", "content": [{"type": "audio", "audio": str(audio_dir / "tone_b.wav")},
+                                             {"type": "text", "text": "Describe it."}]}]
+    params = GenerationParams(temperature=0, max_new_tokens=96, min_new_tokens=96)
+    started = time.monotonic()
+    steps = [(time.monotonic(), text) for kind, text in handlers.stream_text(messages, params, "en") if kind == "text"]
+    elapsed = time.monotonic() - started
+    assert steps[-1][1] == worker.generate(messages, params)
+    assert all(later.startswith(earlier) for (_, earlier), (_, later) in zip(steps, steps[1:]))
+    gaps = [b - a for (a, _), (b, _) in zip(steps, steps[1:-1])]  # the last one may come early: the reply ended
+    assert all(gap >= interval * 0.95 for gap in gaps), gaps
+    assert 2 <= len(steps) <= elapsed / interval + 2, (len(steps), elapsed)

@@ -19,8 +19,9 @@ SETTINGS = ("", 64, 0.0, 1.0, 0, 1.0, -1)
 
 
 class FakeRequest:
-    def __init__(self, language: str = "en-US"):
+    def __init__(self, language: str = "en-US", session_hash: str = "session-1"):
         self.headers = {"accept-language": language}
+        self.session_hash = session_hash
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def clip_audio(tmp_path) -> Path:
 
 def user_turn(handlers: ChatHandlers, path: Path, question: str) -> list[dict]:
     """The history after the echo step, as the browser would send it back (audio copied into Gradio's cache)."""
-    history, *_ = handlers.add_user_turn({"text": question, "files": [str(path)]}, [])
+    history, *_ = handlers.add_user_turn({"text": question, "files": [str(path)]}, [], FakeRequest())
     return history
 
 
@@ -60,7 +61,7 @@ def test_user_turn_shows_each_audio_with_its_duration_and_locks_the_input(tmp_pa
     handlers = ChatHandlers(ScriptedWorker(), DemoConfig(), clips_dir=tmp_path)
     message = {"text": "  Compare  ", "files": [str(clip_audio), str(clip_audio)]}
     assert [v["is_valid"] for v in handlers.validate_user_turn(message, [], FakeRequest())] == [True, True]
-    history, textbox, stop, regenerate, undo = handlers.add_user_turn(message, [])
+    history, textbox, stop, regenerate, undo = handlers.add_user_turn(message, [], FakeRequest())
     assert [type(m["content"]) for m in history] == [gr.Audio, gr.Audio, str]
     assert history[0]["content"].label == "beep.wav · 0:04.0"
     assert history[2]["content"] == "Compare"

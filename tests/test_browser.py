@@ -7,6 +7,7 @@ backend. Screenshots go to artifacts/screenshots/.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -71,10 +72,14 @@ def scripted():
 
 
 @pytest.fixture(scope="module")
-def scripted_url(scripted, tmp_path_factory):
+def scripted_demo(scripted, tmp_path_factory):
     config = DemoConfig(examples=False)
-    demo = build_demo(scripted, config, work_dir=tmp_path_factory.mktemp("scripted-demo"))
-    with serving(demo, config) as url:
+    return build_demo(scripted, config, work_dir=tmp_path_factory.mktemp("scripted-demo")), config
+
+
+@pytest.fixture(scope="module")
+def scripted_url(scripted_demo):
+    with serving(*scripted_demo) as url:
         yield url
 
 
@@ -309,6 +314,34 @@ def test_sessions_are_private(new_chat, scripted_url):
     bob.ask("Bob's question")
     bob.answer(1)
     assert alice.user_messages() == 1 and "Bob" not in alice.page.inner_text("#chatbot")
+
+
+def test_closing_a_tab_deletes_its_uploads_and_clips_and_other_tabs_keep_theirs(new_chat, scripted_demo, scripted_url,
+                                                                                 clips):
+    files = scripted_demo[0].temp_files
+    stays = new_chat(scripted_url)
+    stays.attach(clips["other"])
+    stays.ask("Describe it.")
+    stays.answer(1)
+    before = set(files.sessions())
+    leaves = new_chat(scripted_url)
+    leaves.attach(clips["beep"])
+    leaves.ask("When does the beep happen?")
+    leaves.answer(1)
+    wait_for(lambda: leaves.players("bot"), timeout=10)
+    (session,) = set(files.sessions()) - before
+    theirs = files.sessions()[session]
+    assert sorted(os.path.basename(p) for p in theirs) == ["beep.wav", "clip1_2.00-3.00.wav"]
+    assert all(os.path.isfile(p) for p in theirs)
+    kept = files.held() - theirs
+    assert any(p.endswith("other.mp3") for p in kept)
+
+    leaves.page.close()
+    wait_for(lambda: not any(os.path.exists(p) for p in theirs), timeout=30)
+    assert session not in files.sessions()
+    assert all(os.path.isfile(p) for p in kept), "the open tab's audio stays"
+    stays.ask("And a follow-up?")
+    assert stays.answer(2).startswith("answer ") and len(stays.bot_texts()) == 2 and stays.players("user")
 
 
 def test_a_chinese_browser_gets_chinese_labels(new_chat, scripted_url):

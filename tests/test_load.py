@@ -19,3 +19,5 @@ def test_concurrent_clients_get_their_own_single_client_replies(api, tiny_checkp
     assert result["requests"] == 8
     assert result["errors"] == []
     assert result["mismatches"] == []
+    if api == "chat":  # /v1 keeps nothing on disk; /chat uploads go when each client's session ends
+        assert result["upload_files"] == 0

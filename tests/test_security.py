@@ -31,7 +31,7 @@ from app.demo import build_demo, launch_demo, launch_options
 from app.handlers import ChatHandlers
 from app.openai_api import OpenAIApi, api_routes
 from app.openai_protocol import ApiLimits
-from app_fixtures import ROOT, ScriptedWorker, free_port
+from app_fixtures import ROOT, ScriptedWorker, component, free_port, gradio_call
 from audio_samples import tone, write_wav
 
 PASSWD = "root:x:0:0"
@@ -97,21 +97,8 @@ def url(server):
     return server[0]
 
 
-def gradio_call(url: str, api: str, data: list) -> str:
-    """Call a named endpoint over plain HTTP (no gradio_client upload step); the event stream's text."""
-    base = f"{url}/gradio_api/call/{api}"
-    event_id = httpx.post(base, json={"data": data}, timeout=30).json()["event_id"]
-    with httpx.stream("GET", f"{base}/{event_id}", timeout=60) as response:
-        return "".join(response.iter_text())
-
-
 def chat_with_history(url: str, history: list) -> str:
     return gradio_call(url, "chat", [{"text": "hi", "files": []}, history, "", 4, 0.0, 1.0, 0, 1.0, -1])
-
-
-def component(path: str) -> dict:
-    """An audio item as the page sends it back, without Gradio's file marker (so Gradio does not check it)."""
-    return {"type": "component", "component": "audio", "value": {"path": path}, "constructor_args": {}, "props": {}}
 
 
 def file_item(path: str) -> dict:

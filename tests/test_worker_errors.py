@@ -160,3 +160,18 @@ def test_missing_audio_file_is_named(worker, tmp_path):
     with pytest.raises(AudioDecodeError) as info:
         worker.stream(ask(missing), QUICK)
     assert info.value.user_message.startswith("gone.wav: ") and not os.path.exists(missing)
+
+
+def test_with_several_unusable_files_the_first_in_the_conversation_is_named(worker, audio_dir, tmp_path):
+    # The files of one request are decoded at once; the error is still the first bad one in order.
+    first_bad, second_bad = tmp_path / "first-bad.wav", tmp_path / "second-bad.wav"
+    first_bad.write_bytes(b"RIFF....WAVEjunk" * 64)
+    messages = [{"role": "user", "content": [
+        {"type": "audio", "audio": str(audio_dir / "tone_a.wav")},
+        {"type": "audio", "audio": str(first_bad)},
+        {"type": "audio", "audio": str(second_bad)},  # missing: fails faster than the damaged one
+        {"type": "text", "text": "Compare them."}]}]
+    for _ in range(3):
+        with pytest.raises(AudioDecodeError) as info:
+            worker.stream(messages, QUICK)
+        assert info.value.user_message.startswith("first-bad.wav: ")

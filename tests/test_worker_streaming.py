@@ -69,3 +69,20 @@ def test_invalid_bytes_are_rendered_at_once_not_held_back(worker):
     assert pieces[0] == ""
     assert "".join(pieces) == tok.decode([lead] + word) == "\ufffd hello"
     assert pieces[1].startswith("\ufffd")
+
+
+def test_a_slow_consumer_takes_what_piled_up_in_one_update_and_nothing_is_lost(worker, audio_dir):
+    import time
+
+    messages = [{"role": "user", "content": [{"type": "audio", "audio": str(audio_dir / "tone_b.wav")},
+                                             {"type": "text", "text": "Describe it."}]}]
+    params = GenerationParams(temperature=0, max_new_tokens=48, min_new_tokens=48)
+    whole = "".join(worker.stream(messages, params))
+    reply = worker.stream(messages, params)
+    updates = []
+    for first in reply:
+        time.sleep(0.05)  # a web server busy sending the previous update
+        updates.append(first + reply.take_ready())
+    assert "".join(updates) == whole
+    assert 1 <= len(updates) < 48 / 2, f"{len(updates)} updates: the pile-up was not taken at once"
+    assert reply.take_ready() == "" and reply.finish_reason == "length"
