@@ -28,7 +28,8 @@ repetition penalty, at most ``--tokens`` new tokens; the replies of all paths mu
 
 Reported per turn and path: time to first token (median), decode rate ((tokens - 1) / (last - first
 token arrival)), whole reply; then the ratios the app is held to: its decode rate against the worker's
-and its first-token overhead in ms; and ffmpeg decoding time per minute of audio. On CUDA also: the
+and its first-token overhead in ms, each taken within a repeat and then the median over repeats; the
+CPU the idle server uses; and ffmpeg decoding time per minute of audio. On CUDA also: the
 weights' bytes, the measured device memory bandwidth, the decode rate that bandwidth allows at batch 1
 (bandwidth / bytes of the language model's weights, which every new token reads), and peak memory.
 
@@ -278,8 +279,11 @@ def load_worker(args: argparse.Namespace, tmp: Path) -> Any:
                                        speedups=speedups)
 
 
-def serve(worker: Any) -> tuple[Any, str]:
-    """The demo on a free loopback port, in this process, on ``worker``: (demo, base URL)."""
+def serve(worker: Any, poll_ms: float | None = None) -> tuple[Any, str]:
+    """The demo on a free loopback port, in this process, on ``worker``: (demo, base URL).
+
+    ``poll_ms`` overrides how often Gradio's idle queue looks for work (the demo's own: 10 ms).
+    """
     import socket
 
     from app.config import DemoConfig
@@ -292,6 +296,8 @@ def serve(worker: Any) -> tuple[Any, str]:
     config = DemoConfig(examples=False, server_port=port, log_level="WARNING")
     demo = build_demo(worker, config)
     url = launch_demo(demo, config, block=False, app_kwargs={"routes": api_routes(worker, config)})
+    if poll_ms is not None:
+        demo._queue.sleep_when_free = poll_ms / 1000
     return demo, url.rstrip("/")
 
 
@@ -346,9 +352,13 @@ def run(args: argparse.Namespace) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     worker = load_worker(args, tmp)
-    demo, url = serve(worker)
+    demo, url = serve(worker, args.gradio_poll_ms)
     params = {"max_new_tokens": args.tokens}
     try:
+        time.sleep(1.0)
+        cpu = time.process_time()
+        time.sleep(5.0)  # the server and the worker idle: what does the process spend?
+        idle_cpu = (time.process_time() - cpu) / 5.0
         audio = [tmp / f"turn{t + 1}.wav" for t in range(args.turns)]
         samples = [write_tone(path, args.audio_seconds, 220 + 55 * t, seed=t) for t, path in enumerate(audio)]
         conversation = Conversation(audio, samples, [])
@@ -383,6 +393,8 @@ def run(args: argparse.Namespace) -> dict:
         result["model"] = worker.info.label
         result["parameters"] = worker.info.parameters
         result["speedups"] = {"attention": worker.model.config._attn_implementation, "kv_cache": args.kv_cache}
+        result["gradio_idle_poll_ms"] = demo._queue.sleep_when_free * 1000
+        result["idle_server_cpu_s_per_s"] = idle_cpu
         result["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
         result["args"] = {k: str(v) for k, v in vars(args).items()}
         if worker.placement.device.startswith("cuda"):
@@ -417,22 +429,27 @@ def summarize(runs: dict[int, dict[str, list[dict]]]) -> dict:
             "prompt_tokens": worker_runs[0]["prompt_tokens"],
             "completion_tokens": tokens,
             "paths": rows,
-            "app_over_worker": {
-                path: {"tokens_per_s_ratio": rows[path]["tokens_per_s"] / rows["worker"]["tokens_per_s"],
-                       "first_token_overhead_ms": rows[path]["ttft_ms"] - rows["worker"]["ttft_ms"]}
-                for path in ("/chat", "/v1")
-            },
-            "worker_over_bare": {"tokens_per_s_ratio": rows["worker"]["tokens_per_s"] / rows["bare"]["tokens_per_s"],
-                                 "first_token_overhead_ms": rows["worker"]["ttft_ms"] - rows["bare"]["ttft_ms"]},
+            "app_over_worker": {path: paired(by_path[path], worker_runs) for path in ("/chat", "/v1")},
+            "worker_over_bare": paired(worker_runs, by_path["bare"]),
         }
     return {"turns": turns, "all_paths_same_reply": same}
+
+
+def paired(runs: list[dict], reference: list[dict]) -> dict[str, float]:
+    """Ratio of decode rates and difference of first-token times against ``reference``, each taken within
+    one repeat (the paths of a repeat run back to back, so they share the machine's state), then the median."""
+    return {
+        "tokens_per_s_ratio": statistics.median(a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(runs, reference)),
+        "first_token_overhead_ms": statistics.median(a["ttft_ms"] - b["ttft_ms"] for a, b in zip(runs, reference)),
+    }
 
 
 def report(result: dict, args: argparse.Namespace) -> None:
     print(f"model: {result['model']}; {result['parameters'] / 1e9:.2f} B parameters; "
           f"attention {result['speedups']['attention']}, kv cache {result['speedups']['kv_cache']}")
     print(f"machine: {result['machine']}; {args.audio_seconds:g} s of new audio per turn, at most {args.tokens} "
-          f"new tokens, greedy, median of {args.repeats}")
+          f"new tokens, greedy, median of {args.repeats}; Gradio's idle queue polls every "
+          f"{result['gradio_idle_poll_ms']:g} ms")
     print(f"{'turn':<6}{'path':<8}{'prompt tok':>11}{'new tok':>8}{'first token ms':>16}{'tokens/s':>10}"
           f"{'reply ms':>10}{'same reply':>12}")
     for turn, row in result["turns"].items():
@@ -446,7 +463,8 @@ def report(result: dict, args: argparse.Namespace) -> None:
         bare = row["worker_over_bare"]
         print(f"      worker/bare: tokens/s x{bare['tokens_per_s_ratio']:.2f}, first token "
               f"{bare['first_token_overhead_ms']:+.1f} ms")
-    print(f"ffmpeg decoding: {result['decode_ms_per_minute_of_audio']:.1f} ms per minute of audio")
+    print(f"ffmpeg decoding: {result['decode_ms_per_minute_of_audio']:.1f} ms per minute of audio; the idle server "
+          f"used {result['idle_server_cpu_s_per_s'] * 1000:.0f} ms of CPU per second")
     if "gpu" in result:
         g = result["gpu"]
         print(f"{g['gpu']}: weights {g['weight_bytes'] / 1e9:.2f} GB ({g['decode_weight_bytes'] / 1e9:.2f} GB read per "
@@ -471,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64, help="most new tokens per reply (default: 64)")
     parser.add_argument("--turns", type=int, default=2, help="turns (default: 2)")
     parser.add_argument("--repeats", type=int, default=5, help="measured runs per path and turn after a warm-up (default: 5)")
+    parser.add_argument("--gradio-poll-ms", type=float,
+                        help="how often Gradio's idle queue looks for work (default: the demo's, 10; Gradio's own: 1)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
