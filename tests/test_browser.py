@@ -134,10 +134,10 @@ class Chat:
         wait_for(lambda: len(self.bot_texts()) >= count and self.page.evaluate(IDLE), timeout=timeout)
         return self.bot_texts()[-1]
 
-    def shot(self, name: str) -> Path:
+    def shot(self, name: str, full_page: bool = True) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
 
@@ -342,6 +342,28 @@ def test_closing_a_tab_deletes_its_uploads_and_clips_and_other_tabs_keep_theirs(
     assert all(os.path.isfile(p) for p in kept), "the open tab's audio stays"
     stays.ask("And a follow-up?")
     assert stays.answer(2).startswith("answer ") and len(stays.bot_texts()) == 2 and stays.players("user")
+
+
+def test_a_follow_up_about_a_deleted_upload_is_refused_with_a_sentence_and_the_chat_stays(new_chat, scripted_demo,
+                                                                                           scripted_url, clips):
+    files = scripted_demo[0].temp_files
+    before = set(files.sessions())
+    chat = new_chat(scripted_url)
+    chat.attach(clips["speech"])
+    chat.ask("What is said?")
+    chat.answer(1)
+    shown = chat.user_messages()
+    (session,) = set(files.sessions()) - before
+    (upload,) = files.sessions()[session]
+    os.remove(upload)  # as the TTL or the disk cap would, while the tab stays open
+    chat.ask("And the follow-up?")
+    toast = chat.page.get_by_text("question.wav is no longer on the server")
+    toast.wait_for(timeout=10000)
+    chat.wait_idle()
+    assert chat.user_messages() == shown and len(chat.bot_texts()) == 1, "the chat is as it was"
+    assert chat.page.input_value("#input textarea") == "And the follow-up?", "the question is back in the input"
+    chat.page.wait_for_timeout(500)  # the toast's fade-in
+    chat.shot("12-deleted-upload", full_page=False)  # the toast is fixed to the viewport
 
 
 def test_a_chinese_browser_gets_chinese_labels(new_chat, scripted_url):
