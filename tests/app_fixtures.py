@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -131,6 +133,31 @@ def serving(demo: Any, config: Any) -> Iterator[str]:
         yield url
     finally:
         demo.close()
+
+
+@contextmanager
+def demo_process(args: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None,
+                 timeout: float = 60) -> Iterator[float]:
+    """Run ``web_demo_audio.py ARGS`` (serving on ``port``, output to ``log``) until its page answers;
+    yield the seconds that took. Stopped at the end; a traceback in its output fails the test."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "web_demo_audio.py"), *args], cwd=ROOT,
+                                env=env or os.environ | {"PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT)
+    started = time.monotonic()
+    try:
+        status = None
+        while time.monotonic() - started < timeout and proc.poll() is None and status != 200:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        elapsed = time.monotonic() - started
+        assert status == 200, f"no page after {elapsed:.1f} s:\n{log.read_text()}"
+        yield elapsed
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert "Traceback" not in log.read_text()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from app_fixtures import ROOT, free_port
+from app_fixtures import ROOT, demo_process, free_port
 
 ENTRY = str(ROOT / "web_demo_audio.py")
 
@@ -24,24 +24,7 @@ def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 def test_serves_the_tiny_checkpoint_within_30_seconds(tiny_checkpoint, tmp_path):
     port = free_port()
     log = tmp_path / "demo.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, ENTRY, "-c", str(tiny_checkpoint), "--cpu-only", "--server-port", str(port)],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        )
-    started = time.monotonic()
-    try:
-        status = None
-        while time.monotonic() - started < 30 and proc.poll() is None:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code
-            except httpx.HTTPError:
-                status = None
-            if status == 200:
-                break
-            time.sleep(0.25)
-        elapsed = time.monotonic() - started
-        assert status == 200, f"no page after {elapsed:.1f} s:\n{log.read_text()}"
+    with demo_process(["-c", str(tiny_checkpoint), "--cpu-only", "--server-port", str(port)], port, log, timeout=30):
         # The URL line is logged right after the server answers its first request.
         deadline = time.monotonic() + 10
         while "serving on" not in log.read_text() and time.monotonic() < deadline:
@@ -52,10 +35,6 @@ def test_serves_the_tiny_checkpoint_within_30_seconds(tiny_checkpoint, tmp_path)
         assert "on CPU" in text
         page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).text
         assert "RANDOM WEIGHTS" in page  # the header names the model and device
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-    assert "Traceback" not in log.read_text()
 
 
 def test_help_lists_every_option_with_its_default():

@@ -155,31 +155,15 @@ def test_stop_in_the_browser_ends_the_remote_stream(new_chat, remote, worker, au
 
 def test_command_line_backend_openai_serves_the_same_replies(upstream, worker, audio_dir, tmp_path):
     """``web_demo_audio.py --backend openai --api-base URL`` against a second demo over loopback."""
-    import os
-    import subprocess
-    import sys
-
     import httpx
 
-    from app_fixtures import ROOT
+    from app_fixtures import demo_process
 
     port = free_port()
+    args = ["--backend", "openai", "--api-base", f"{upstream}/v1", "--server-port", str(port), "--no-examples",
+            "--api-key", "k3y"]
     log = tmp_path / "remote-demo.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "web_demo_audio.py"), "--backend", "openai", "--api-base", f"{upstream}/v1",
-             "--server-port", str(port), "--no-examples", "--api-key", "k3y"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None and status != 200:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        assert status == 200, log.read_text()
+    with demo_process(args, port, log):
         wav = audio_dir / "tone_c.wav"
         reply = Client(f"http://127.0.0.1:{port}", verbose=False).predict(
             message={"text": "What is it?", "files": [handle_file(str(wav))]}, history=[], **CHAT_GREEDY, api_name="/chat")
@@ -193,7 +177,3 @@ def test_command_line_backend_openai_serves_the_same_replies(upstream, worker, a
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer k3y"}).json()
         assert models["data"][0]["id"] == "qwen2-audio-tiny"
         assert "via http://127.0.0.1" in log.read_text()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-    assert "Traceback" not in log.read_text()

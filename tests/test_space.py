@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
-import time
-
-import httpx
 
 from app.config import load_config
-from app_fixtures import ROOT, free_port
+from app_fixtures import ROOT, demo_process, free_port
 
 SPACE_ENV = {
     "SPACE_ID": "someone/qwen2-audio-chat",
@@ -64,18 +59,7 @@ def test_zerogpu_space_starts_with_spaces_before_torch_and_serves(tmp_path, tiny
         "QWEN_DEMO_EXAMPLES": "false",
     }
     log = tmp_path / "space.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "web_demo_audio.py")], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None and status != 200:
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        assert status == 200, log.read_text()
+    with demo_process([], port, log, env=env):
         recorded = json.loads(record.read_text())
         assert recorded["torch_before_spaces"] is False
         assert recorded["decorated"] == [["generate_on_device", 120]]
@@ -89,7 +73,3 @@ def test_zerogpu_space_starts_with_spaces_before_torch_and_serves(tmp_path, tiny
         text = log.read_text()
         assert "ZeroGPU Space: generation will run inside @spaces.GPU" in text
         assert "serving on http://" in text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-    assert "Traceback" not in log.read_text()
