@@ -124,11 +124,16 @@ class ScriptedWorker:
 
 
 @contextmanager
-def serving(demo: Any, config: Any) -> Iterator[str]:
-    """Serve ``demo`` on a free port for the block's duration; yields its URL."""
+def serving(demo: Any, config: Any, routes: Sequence[Any] = ()) -> Iterator[str]:
+    """Serve ``demo`` on a free port for the block's duration; yields its URL (ending in "/").
+
+    ``routes``: extra HTTP routes served beside the page, e.g. ``api_routes(backend, config)`` for
+    ``/v1``, as ``web_demo_audio.py`` wires them.
+    """
     from app.demo import launch_demo
 
-    url = launch_demo(demo, config, block=False, server_port=free_port())
+    url = launch_demo(demo, config, block=False, server_port=free_port(),
+                      **({"app_kwargs": {"routes": list(routes)}} if routes else {}))
     try:
         yield url
     finally:

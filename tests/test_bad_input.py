@@ -18,9 +18,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from app.config import DemoConfig
-from app.demo import build_demo, launch_demo
+from app.demo import build_demo
 from app.openai_api import api_routes
-from app_fixtures import ROOT, free_port, wait_for
+from app_fixtures import ROOT, serving, wait_for
 from audio_samples import tone, write_wav
 from bad_inputs import CASE_IDS, UPLOAD_LIMIT_MB, BadInput, build_corpus
 from test_browser import CHROMIUM, FLAGS, IDLE, Chat
@@ -46,12 +46,8 @@ def server(worker, tmp_path_factory):
     config = DemoConfig(examples=False, temperature=0.0, max_new_tokens=8, repetition_penalty=1.0,
                         max_upload_mb=UPLOAD_LIMIT_MB)
     demo = build_demo(worker, config, work_dir=tmp_path_factory.mktemp("bad-input-demo"))
-    url = launch_demo(demo, config, block=False, server_port=free_port(),
-                      app_kwargs={"routes": api_routes(worker, config)})
-    try:
+    with serving(demo, config, api_routes(worker, config)) as url:
         yield url.rstrip("/")
-    finally:
-        demo.close()
 
 
 def no_shell_was_run() -> bool:

@@ -13,10 +13,10 @@ import openai
 import pytest
 
 from app.config import DemoConfig
-from app.demo import build_demo, launch_demo
+from app.demo import build_demo
 from app.openai_api import OpenAIApi, StopFilter
 from app.openai_protocol import ApiLimits
-from app_fixtures import free_port
+from app_fixtures import serving
 from model import GenerationParams
 
 GREEDY = GenerationParams(temperature=0, max_new_tokens=32)
@@ -27,11 +27,8 @@ def serve_with_api(backend, tmp_path, **api_options):
     config = DemoConfig(examples=False)
     demo = build_demo(backend, config, work_dir=tmp_path)
     api = OpenAIApi(backend, model_id="qwen2-audio-tiny", **api_options)
-    url = launch_demo(demo, config, block=False, server_port=free_port(), app_kwargs={"routes": api.routes()})
-    try:
+    with serving(demo, config, api.routes()) as url:
         yield url.rstrip("/")
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,11 @@ from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 
 from app.config import ConfigError, DemoConfig, load_config
-from app.demo import build_demo, launch_demo, launch_options
+from app.demo import build_demo, launch_options
 from app.handlers import ChatHandlers
 from app.openai_api import OpenAIApi, api_routes
 from app.openai_protocol import ApiLimits
-from app_fixtures import ROOT, ScriptedWorker, component, free_port, gradio_call
+from app_fixtures import ROOT, ScriptedWorker, component, gradio_call, serving
 from audio_samples import tone, write_wav
 
 PASSWD = "root:x:0:0"
@@ -84,12 +84,8 @@ def server(scripted, tmp_path_factory):
     """The demo on a scripted backend (nothing here needs the model), with /v1 and a 1 MB upload limit."""
     config = DemoConfig(examples=False, max_upload_mb=1)
     demo = build_demo(scripted, config, work_dir=tmp_path_factory.mktemp("security-demo"))
-    url = launch_demo(demo, config, block=False, server_port=free_port(),
-                      app_kwargs={"routes": api_routes(scripted, config)})
-    try:
+    with serving(demo, config, api_routes(scripted, config)) as url:
         yield url.rstrip("/"), demo
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -282,13 +278,10 @@ def test_allowlisted_hosts_that_are_internal_are_not_fetched(scripted, tmp_path,
     api = OpenAIApi(scripted, model_id="m", limits=ApiLimits(url_allowlist=(host,)))
     config = DemoConfig(examples=False)
     demo = build_demo(scripted, config, work_dir=tmp_path)
-    served = launch_demo(demo, config, block=False, server_port=free_port(), app_kwargs={"routes": api.routes()})
-    try:
+    with serving(demo, config, api.routes()) as served:
         literal = f"[{host}]" if ":" in host else host
         response = audio_url_request(served.rstrip("/"), f"http://{literal}:{port}/clip.wav")
         assert response.status_code == 400 and "internal addresses" in response.json()["error"]["message"]
-    finally:
-        demo.close()
     assert hits == []
 
 
@@ -356,12 +349,8 @@ def protected(scripted, tmp_path_factory):
 
 @contextmanager
 def serving_with_api(demo, config, backend):
-    url = launch_demo(demo, config, block=False, server_port=free_port(),
-                      app_kwargs={"routes": api_routes(backend, config)})
-    try:
+    with serving(demo, config, api_routes(backend, config)) as url:
         yield url.rstrip("/")
-    finally:
-        demo.close()
 
 
 def test_the_page_and_gradios_api_need_the_login(protected, tmp_path):
