@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from model.params import GenerationParams
 
-__all__ = ["AudioNote", "BackendInfo", "ChatBackend", "GenerationParams", "ReplyStreamLike", "next_update", "updates",
+__all__ = ["AudioNote", "BackendInfo", "ChatBackend", "GenerationParams", "ReplyStreamLike", "updates",
            "user_message_of"]
 
 
@@ -76,29 +76,20 @@ class ChatBackend(Protocol):
         """Queue a reply. Errors a user can fix raise here or from ``next()`` carrying ``user_message``."""
 
 
-def next_update(reply: Any, until: float | None = None) -> str:
-    """The next piece of ``reply`` (blocking), joined with every piece already waiting behind it and,
-    given ``until`` (a ``time.monotonic()`` deadline), with those arriving before it.
-
-    Web handlers send one update per call, so a reply streams at a bounded number of updates per
-    second whatever the token rate, and a slow network or server never makes the stream fall behind.
-    The end of the reply cuts the wait short. Raises StopIteration at the end. A stream without
-    ``take_ready`` (e.g. a remote one) gives one piece per call.
-    """
-    piece = next(reply)
-    take_ready = getattr(reply, "take_ready", None)
-    return piece + take_ready(until) if take_ready is not None else piece
-
-
 def updates(reply: Any, interval_s: float = 0.0) -> Iterator[str]:
-    """:func:`next_update` until the reply ends, at most one update per ``interval_s`` (the first at once)."""
+    """The text of ``reply`` as a web handler sends it: one update per ``next()``, the first at once, later
+    ones at most every ``interval_s``.
+
+    Each update is the next piece (waiting for it) joined with every piece already behind it and those
+    that arrive until the update is due, so a reply streams at a bounded number of updates per second
+    whatever the token rate, and a slow network or server never makes the stream fall behind. The end
+    of the reply cuts the wait short. A stream without ``take_ready`` (e.g. a remote one) gives one
+    piece per update.
+    """
+    take_ready = getattr(reply, "take_ready", None)
     due = 0.0
-    while True:
-        try:
-            text = next_update(reply, due)
-        except StopIteration:
-            return
-        yield text
+    for piece in reply:
+        yield piece + take_ready(due) if take_ready is not None else piece
         due = time.monotonic() + interval_s
 
 

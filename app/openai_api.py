@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .backend import ChatBackend, ReplyStreamLike, next_update, user_message_of
+from .backend import ChatBackend, ReplyStreamLike, updates, user_message_of
 from .openai_protocol import ApiError, ApiLimits, ChatRequest, error_type, parse_chat_request
 
 logger = logging.getLogger(__name__)
@@ -211,9 +211,10 @@ class OpenAIApi:
     async def _complete(self, reply: ReplyStreamLike, parsed: ChatRequest) -> JSONResponse:
         stops = StopFilter(parsed.stop)
         parts: list[str] = []
+        chunks = updates(reply)  # each thread hop takes every piece that has arrived
         try:
             while not stops.hit:
-                piece = await anyio.to_thread.run_sync(_next_or_end, reply, None)
+                piece = await anyio.to_thread.run_sync(next, chunks, _END)
                 if piece is _END:
                     parts.append(stops.flush())
                     break
@@ -241,13 +242,12 @@ class OpenAIApi:
         stops = StopFilter(parsed.stop)
         try:
             yield event({"role": "assistant", "content": ""})
-            due = 0.0  # the first chunk goes out at once, later ones at most every stream_interval_s
+            chunks = updates(reply, self.stream_interval_s)  # the first at once, then at most one per interval
             while not stops.hit:
-                piece = await anyio.to_thread.run_sync(_next_or_end, reply, due)
+                piece = await anyio.to_thread.run_sync(next, chunks, _END)
                 text = stops.flush() if piece is _END else stops.feed(piece)
                 if text:
                     yield event({"content": text})
-                    due = time.monotonic() + self.stream_interval_s
                 if piece is _END:
                     break
             yield event({}, _finish_reason(reply, stops))
@@ -259,14 +259,6 @@ class OpenAIApi:
             reply.close()  # a dropped client lands here too: generation stops within one token
             parsed.cleanup()
         yield "data: [DONE]\n\n"
-
-
-def _next_or_end(reply: ReplyStreamLike, until: float | None) -> Any:
-    """One thread hop: the next piece and those waiting behind it or arriving before ``until``, or _END."""
-    try:
-        return next_update(reply, until)
-    except StopIteration:
-        return _END
 
 
 def json_body(raw: bytes) -> Any:
