@@ -79,11 +79,10 @@ class TempFiles:
             return {session: set(paths) for session, paths in self._held.items()}
 
     def known(self) -> set[str]:
-        """Every file this demo manages that is still on disk."""
+        """Every file this demo manages (some may have gone from disk since)."""
         with self._lock:
             names = set(self._last_used)
-        names |= {real for real in map(self._inside, self._upload_names()) if real}
-        return {p for p in names if os.path.isfile(p)}
+        return names | {real for real in map(self._inside, self._upload_names()) if real}
 
     def _upload_names(self) -> list[str]:
         for _ in range(5):  # Gradio adds to the set from the server's thread while we copy it
@@ -102,7 +101,8 @@ class TempFiles:
             mine = self._held.pop(session, set())
             others = set().union(*self._held.values()) if self._held else set()
             candidates = [(p, self._last_used.get(p, 0.0)) for p in mine - others]
-        deleted = [p for p, used in candidates if not _modified_after(p, used) and self._delete(p)]
+        protected = self._protected()
+        deleted = [p for p, used in candidates if not _modified_after(p, used) and self._delete(p, protected)]
         if deleted:
             logger.info("session ended: deleted %d file(s) it alone used", len(deleted))
         return deleted
@@ -110,11 +110,13 @@ class TempFiles:
     def sweep(self) -> list[str]:
         """Delete files unused for ``ttl_s``, then the least recently used beyond ``max_bytes``."""
         now = self.clock()
+        protected = self._protected()
         files = []
         for path in self.known():
             try:
                 stat = os.stat(path)
-            except OSError:
+            except OSError:  # gone already (deleted by hand, say): forget it
+                self._forget(path)
                 continue
             with self._lock:
                 used = max(self._last_used.get(path, 0.0), stat.st_mtime)
@@ -122,7 +124,7 @@ class TempFiles:
         deleted = []
         kept = []
         for used, size, path in sorted(files):
-            if self.ttl_s > 0 and now - used > self.ttl_s and self._delete(path):
+            if self.ttl_s > 0 and now - used > self.ttl_s and self._delete(path, protected):
                 deleted.append(path)
             else:
                 kept.append((used, size, path))
@@ -131,15 +133,27 @@ class TempFiles:
             for used, size, path in kept:  # oldest use first
                 if total <= self.max_bytes:
                     break
-                if now - used >= RECENT_S and self._delete(path):
+                if now - used >= RECENT_S and self._delete(path, protected):
                     deleted.append(path)
                     total -= size
         if deleted:
             logger.info("temp files: deleted %d unused or over the cap; %.1f MB kept", len(deleted), total / 1e6)
         return deleted
 
-    def _delete(self, path: str) -> bool:
-        if path in {os.path.realpath(p) for p in self.protected()}:
+    def _protected(self) -> set[str]:
+        return {os.path.realpath(p) for p in self.protected()}
+
+    def _forget(self, path: str) -> None:
+        with self._lock:
+            self._last_used.pop(path, None)
+            for held in self._held.values():
+                held.discard(path)
+        discard = getattr(self.uploads, "discard", None)
+        if discard is not None:
+            discard(path)
+
+    def _delete(self, path: str, protected: set[str]) -> bool:
+        if path in protected:
             return False
         try:
             os.remove(path)
@@ -148,13 +162,7 @@ class TempFiles:
         except OSError as exc:
             logger.warning("could not delete %s: %s", path, exc)
             return False
-        with self._lock:
-            self._last_used.pop(path, None)
-            for held in self._held.values():
-                held.discard(path)
-        discard = getattr(self.uploads, "discard", None)
-        if discard is not None:
-            discard(path)
+        self._forget(path)
         parent = os.path.dirname(path)
         if parent != self.folder:  # Gradio's per-content folder, or a clip folder: gone when empty
             try:
