@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from model.params import ATTENTION_CHOICES, KV_CACHE_CHOICES
+
 ENV_PREFIX = "QWEN_DEMO_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 #: Gradio's own variables, honoured so the demo runs unchanged on Spaces and in containers.
@@ -143,10 +145,10 @@ class DemoConfig:
     # Speed-ups (greedy output is the same with every choice)
     attn_implementation: str = _field("auto", "Attention kernel: auto (transformers' default, sdpa), sdpa, eager, "
                                       "flash_attention_2 (needs the flash-attn package and a GPU)",
-                                      choices=("auto", "sdpa", "eager", "flash_attention_2"))
+                                      choices=ATTENTION_CHOICES)
     kv_cache: str = _field("dynamic", "KV cache: dynamic (needed by prefix_cache_tokens), static, or static-compile "
                            "(static with torch.compile of the decoding step; the first replies compile); static ones "
-                           "turn the prefix cache off", choices=("dynamic", "static", "static-compile"))
+                           "turn the prefix cache off", choices=KV_CACHE_CHOICES)
     # The page
     examples: bool = _field(True, "Offer example clips and questions under the chat")
     log_level: str = _field("INFO", "Logging level", choices=LOG_LEVELS)

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from bench.audio import write_tone
+from model.params import ATTENTION_CHOICES, KV_CACHE_CHOICES
 
 logger = logging.getLogger("bench.latency")
 PATHS = ("bare", "worker", "/chat", "/v1")
@@ -109,19 +110,7 @@ class Conversation:
 def run_bare(worker: Any, conversation: Conversation, turns: int, params: dict) -> dict:
     import torch
 
-    class Arrivals:
-        def __init__(self, timing: Timing):
-            self.timing, self.prompt_seen, self.ids = timing, False, []
-
-        def put(self, value):  # noqa: ANN001 - transformers' streamer interface
-            if not self.prompt_seen:
-                self.prompt_seen = True
-                return
-            self.ids.extend(value.reshape(-1).tolist())
-            self.timing.arrivals.append(time.perf_counter())
-
-        def end(self):
-            pass
+    from model.generation import CallbackStreamer
 
     processor, model = worker.processor, worker.model
     timing = Timing()
@@ -130,15 +119,20 @@ def run_bare(worker: Any, conversation: Conversation, turns: int, params: dict) 
     inputs = processor(text=[text], audio=conversation.samples[:turns], sampling_rate=16000, return_tensors="pt")
     inputs = inputs.to(model.device)
     inputs["input_features"] = inputs["input_features"].to(model.dtype)
-    streamer = Arrivals(timing)
+    new_ids: list[int] = []
+
+    def arrived(ids: list[int]) -> None:
+        new_ids.extend(ids)
+        timing.arrivals.append(time.perf_counter())
+
     with torch.inference_mode():
         model.generate(**inputs, do_sample=False, max_new_tokens=params["max_new_tokens"], repetition_penalty=1.0,
-                       streamer=streamer,
+                       streamer=CallbackStreamer(arrived),
                        **worker.speedups.generate_kwargs(worker.placement.device))
-    timing.text = processor.tokenizer.decode(streamer.ids, skip_special_tokens=True)
-    result = timing.result(len(streamer.ids))
+    timing.text = processor.tokenizer.decode(new_ids, skip_special_tokens=True)
+    result = timing.result(len(new_ids))
     result["prompt_tokens"] = int(inputs["input_ids"].shape[1])
-    result["completion_tokens"] = len(streamer.ids)
+    result["completion_tokens"] = len(new_ids)
     return result
 
 
@@ -483,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Qwen2-Audio-7B's architecture with random weights, built on the device (a GPU run)")
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, bfloat16, float16, float32 (default: auto)")
-    parser.add_argument("--attn-implementation", default="auto", choices=["auto", "sdpa", "eager", "flash_attention_2"])
-    parser.add_argument("--kv-cache", default="dynamic", choices=["dynamic", "static", "static-compile"])
+    parser.add_argument("--attn-implementation", default="auto", choices=ATTENTION_CHOICES)
+    parser.add_argument("--kv-cache", default="dynamic", choices=KV_CACHE_CHOICES)
     parser.add_argument("--audio-seconds", type=float, default=30.0, help="audio per turn (default: 30)")
     parser.add_argument("--tokens", type=int, default=64, help="most new tokens per reply (default: 64)")
     parser.add_argument("--turns", type=int, default=2, help="turns (default: 2)")

@@ -29,38 +29,23 @@ from bench.audio import write_tone
 logger = logging.getLogger("bench.worker_vs_generate")
 
 
-class _ArrivalTimes:
-    """A ``generate`` streamer that records when each new token arrives (the first put is the prompt)."""
-
-    def __init__(self):
-        self.times: list[float] = []
-        self._prompt_seen = False
-
-    def put(self, value):  # noqa: ANN001 - transformers' streamer interface
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        now = time.perf_counter()
-        self.times.extend([now] * int(value.numel()))
-
-    def end(self):
-        pass
-
-
 def bench_bare(worker, messages, samples, tokens: int) -> dict[str, float]:
     import torch
+
+    from model.generation import CallbackStreamer
 
     started = time.perf_counter()
     text = worker.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     inputs = worker.processor(text=[text], audio=[samples], sampling_rate=16000, return_tensors="pt")
     inputs = inputs.to(worker.model.device)
     inputs["input_features"] = inputs["input_features"].to(worker.model.dtype)
-    arrivals = _ArrivalTimes()
+    times: list[float] = []  # when each new token arrived
+    arrivals = CallbackStreamer(lambda ids: times.extend([time.perf_counter()] * len(ids)))
     with torch.inference_mode():
         worker.model.generate(**inputs, do_sample=False, max_new_tokens=tokens, min_new_tokens=tokens, streamer=arrivals)
     total = time.perf_counter() - started
-    first = arrivals.times[0] - started
-    return {"first_s": first, "total_s": total, "units": len(arrivals.times), "rate": (len(arrivals.times) - 1) / (arrivals.times[-1] - arrivals.times[0])}
+    first = times[0] - started
+    return {"first_s": first, "total_s": total, "units": len(times), "rate": (len(times) - 1) / (times[-1] - times[0])}
 
 
 def bench_worker(worker, messages, tokens: int) -> dict[str, float]:

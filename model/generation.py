@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 _END = object()
 
 
-class _CallbackStreamer:
+class CallbackStreamer:
     """The ``streamer`` handed to ``generate``: calls ``on_tokens`` with each new token's ids (skips the prompt)."""
 
     def __init__(self, on_tokens: Callable[[list[int]], None]):
@@ -79,7 +79,7 @@ def run_generate(
         torch.manual_seed(seed)
     with torch.inference_mode():
         model.generate(
-            **inputs, **generate_kwargs, streamer=_CallbackStreamer(on_tokens), stopping_criteria=[_stop_when(stop)]
+            **inputs, **generate_kwargs, streamer=CallbackStreamer(on_tokens), stopping_criteria=[_stop_when(stop)]
         )
 
 

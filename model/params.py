@@ -7,6 +7,10 @@ from typing import Any
 
 from .errors import WorkerError
 
+#: The speed-up choices (:class:`model.worker.Speedups`), also offered by the demo's config and benchmarks.
+ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")
+KV_CACHE_CHOICES = ("dynamic", "static", "static-compile")
+
 
 class InvalidParamsError(WorkerError):
     status = 400

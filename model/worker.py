@@ -35,7 +35,7 @@ from .loading import DEFAULT_CHECKPOINT, Placement, load_model_and_processor, lo
 from . import zerogpu
 from .generation import generate_tokens, run_generate
 from .inputs import InputEncoder
-from .params import GenerationParams
+from .params import ATTENTION_CHOICES, KV_CACHE_CHOICES, GenerationParams
 from .prefix_cache import PrefixCache
 from .streaming import detokenizer_factory
 
@@ -55,10 +55,6 @@ class CacheSizes:
     audio_mb: int = 256
     features_mb: int = 256
     prefix_tokens: int = 8192
-
-
-ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")
-KV_CACHE_CHOICES = ("dynamic", "static", "static-compile")
 
 
 @dataclass(frozen=True)
