@@ -2,7 +2,8 @@
 
 ``client.submit(message={"text": ..., "files": [handle_file(p)]}, history=[...], system_prompt=...,
 max_new_tokens=..., temperature=..., top_p=..., top_k=..., repetition_penalty=..., seed=...,
-api_name="/chat")`` streams the reply so far, as a string, at every step. ``history`` holds the earlier
+api_name="/chat")`` streams the reply so far, as a string, at every step (base checkpoints also take
+``task``, ``language`` and ``timestamps``). ``history`` holds the earlier
 turns in Gradio's messages format with audio items ``{"type": "file", "file": handle_file(p)}``; audio
 that was not uploaded through Gradio is refused. The parameter names below are the API's.
 """
@@ -52,9 +53,15 @@ class ChatApi:
         top_k: int,
         repetition_penalty: float,
         seed: int,
+        task: str,
+        language: str,
+        timestamps: bool,
         request: gr.Request,
     ) -> Iterator[str]:
-        """Answer ``message`` after ``history``; yields the reply so far at every step. temperature=0 is greedy."""
+        """Answer ``message`` after ``history``; yields the reply so far at every step. temperature=0 is greedy.
+
+        ``task`` / ``language`` / ``timestamps`` are for base checkpoints (see ``model.BASE_TASKS``): empty
+        ``task`` means "free" with text, "transcribe" without; chat checkpoints ignore them."""
         lang = language_of(request)
         turn = user_turn_messages(message)
         conversation = list(history or []) + turn
@@ -65,7 +72,8 @@ class ChatApi:
                                                      seed)
             base_task = None
             if self.handlers.is_base:
-                base_task = BaseTask("free") if (message.get("text") or "").strip() else BaseTask("transcribe")
+                default = "free" if (message.get("text") or "").strip() else "transcribe"
+                base_task = BaseTask(task or default, language or None, bool(timestamps))
             messages = self.handlers.model_messages(conversation, system_prompt, base_task, lang,
                                                     session_of(request))
         except Exception as exc:  # noqa: BLE001

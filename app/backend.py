@@ -31,6 +31,7 @@ class PreparedLike(Protocol):
 class BackendInfo(Protocol):
     checkpoint: str
     family: str  # "chat" or "base"
+    model_family: str  # "Qwen2-Audio" or "Qwen-Audio"
     device: str
     random_weights: bool
 

@@ -38,7 +38,7 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
     )
     respond = dict(
         fn=handlers.respond,
-        inputs=[ui.chatbot, *ui.settings, ui.task, ui.language],
+        inputs=[ui.chatbot, *ui.settings, ui.task, ui.language, ui.timestamps],
         outputs=[ui.chatbot],
         show_progress="minimal",
         **generate,
@@ -73,7 +73,7 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
 
     ui.api_trigger.click(
         api.chat,
-        [ui.textbox, ui.chatbot, *ui.settings],
+        [ui.textbox, ui.chatbot, *ui.settings, *ui.api_task],
         [ui.api_output],
         api_name="chat",
         api_description="Answer a message (text and audio files) after the earlier turns; streams the reply so far.",

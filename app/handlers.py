@@ -44,7 +44,7 @@ from .history import (
 )
 from .i18n import language_of, say
 from .temp_files import TempFiles
-from .timestamps import cut_clips, render_timestamps
+from .timestamps import cut_clips, render_timestamps, windows_of
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,9 @@ class ChatHandlers:
                 if audio.windows > 1:
                     gr.Info(html.escape(say("split", lang, name=audio.source, seconds=audio.seconds,
                                             windows=audio.windows)))
+            dropped = getattr(reply.prepared, "dropped_turns", 0)
+            if dropped:
+                gr.Info(say("dropped", lang, turns=dropped))
             while not reply.wait_started(QUEUE_POLL_S):
                 ahead = reply.position
                 if ahead is None:
@@ -260,13 +263,24 @@ class ChatHandlers:
             raise InvalidParamsError(f"max_new_tokens must be at most {limit}, not {params.max_new_tokens}.")
         return params
 
+    def _windows(self, history: Sequence[Message]) -> int:
+        """Encoder windows of the audio a reply's timestamps refer to (the latest one): their times are
+        shown at the whole file's time."""
+        audios = audio_paths(history)
+        try:
+            return windows_of(self.audio_seconds(audios[-1]), self.limits.window_seconds) if audios else 1
+        except Exception:  # noqa: BLE001 - the request itself reports unusable audio
+            return 1
+
     def _reply_steps(self, history: list[Message], settings: Sequence[Any], task: str | None,
-                     language: str | None, lang: str, session: str | None) -> Iterator[tuple[str, list[Message]]]:
+                     language: str | None, timestamps: bool | None, lang: str,
+                     session: str | None) -> Iterator[tuple[str, list[Message]]]:
         """The chat at each step of the reply: ("queued" | "text" | "final", display history); raises on failure."""
         system_prompt, *numbers = settings
         params = self.generation_params(*numbers)
-        base_task = BaseTask(task or "transcribe", language or None) if self.is_base else None
+        base_task = BaseTask(task or "transcribe", language or None, bool(timestamps)) if self.is_base else None
         messages = self.model_messages(history, system_prompt, base_task, lang, session)
+        windows = self._windows(history)
         text = ""
         for kind, value in self.stream_text(messages, params, lang):
             if kind == "queued":
@@ -274,8 +288,8 @@ class ChatHandlers:
                 yield "queued", history + [{"role": "assistant", "content": "", "metadata": note}]
             else:
                 text = value
-                yield "text", history + [{"role": "assistant", "content": render_timestamps(text)}]
-        final = history + ([{"role": "assistant", "content": render_timestamps(text)}] if text else [])
+                yield "text", history + [{"role": "assistant", "content": render_timestamps(text, windows)}]
+        final = history + ([{"role": "assistant", "content": render_timestamps(text, windows)}] if text else [])
         yield "final", final + self.clip_messages(text, history, lang, session)
 
     @staticmethod
@@ -285,7 +299,7 @@ class ChatHandlers:
 
     def respond(self, history: list[Message] | None, system_prompt: str, max_new_tokens: Any, temperature: Any,
                 top_p: Any, top_k: Any, repetition_penalty: Any, seed: Any, task: str | None, language: str | None,
-                request: gr.Request) -> Iterator[list[Message]]:
+                timestamps: bool | None, request: gr.Request) -> Iterator[list[Message]]:
         """Stream the assistant's reply into the chat, then attach clips for any timestamps in it (Regenerate).
 
         A failure is shown as a toast and the chat keeps what was answered so far (a raised error would
@@ -296,7 +310,7 @@ class ChatHandlers:
         settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         answered = history
         try:
-            for kind, shown in self._reply_steps(history, settings, task, language, lang, session_of(request)):
+            for kind, shown in self._reply_steps(history, settings, task, language, timestamps, lang, session_of(request)):
                 if kind != "queued":
                     answered = shown
                 yield shown
@@ -306,7 +320,7 @@ class ChatHandlers:
 
     def answer(self, history: list[Message] | None, system_prompt: str, max_new_tokens: Any, temperature: Any,
                top_p: Any, top_k: Any, repetition_penalty: Any, seed: Any, task: str | None, language: str | None,
-               request: gr.Request) -> Iterator[tuple[list[Message], Any]]:
+               timestamps: bool | None, request: gr.Request) -> Iterator[tuple[list[Message], Any]]:
         """:meth:`respond` to a new question; yields (chat, input) updates.
 
         When the question is refused before the first word of the answer (a prompt beyond the context,
@@ -318,7 +332,7 @@ class ChatHandlers:
         settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         answered: list[Message] | None = None
         try:
-            for kind, shown in self._reply_steps(history, settings, task, language, lang, session_of(request)):
+            for kind, shown in self._reply_steps(history, settings, task, language, timestamps, lang, session_of(request)):
                 if kind != "queued":
                     answered = shown
                 yield shown, gr.skip()

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.conversation import base_task_prompt
+from model.conversation import BaseTask as ModelTask
 
 from .timestamps import restore_timestamps
 
@@ -32,6 +32,7 @@ class BaseTask:
 
     task: str = "transcribe"
     language: str | None = None
+    timestamps: bool = False  # Qwen-Audio: ask for <|2.33|>-style times
 
 
 @dataclass
@@ -139,7 +140,8 @@ def to_model_messages(
     blank, user turns as audio and text items in display order, assistant turns as their text with
     readable timestamps turned back into the model's tokens (assistant audio clips are display only).
     Base checkpoints get one user message: the last turn's audio (or, if it has none, the latest audio
-    of the chat) and the task prompt; the typed text is the prompt for the "free" task.
+    of the chat) and the task (an item the model's family renders in its own prompt format); the typed
+    text is the prompt of the "free" task.
     """
     all_turns = turns(history)
     if base_task is not None:
@@ -169,9 +171,10 @@ def _base_messages(all_turns: list[Turn], base_task: BaseTask) -> list[Message]:
         return []
     last = users[-1]
     audios = last.audios or next(([t.audios[-1]] for t in reversed(users) if t.audios), [])
-    prompt = base_task_prompt(base_task.task, base_task.language, last.text.strip())
+    prompt = last.text.strip() if base_task.task == "free" else ""
+    task = ModelTask(base_task.task, base_task.language or None, base_task.timestamps, prompt)
     content: list[dict[str, Any]] = [{"type": "audio", "audio": a} for a in audios]
-    content.append({"type": "text", "text": prompt})
+    content.append(task.as_item())
     return [{"role": "user", "content": content}]
 
 

@@ -14,6 +14,7 @@ import gradio as gr
 LABELS: dict[str, dict[str, str]] = {
     "en": {
         "title": "Qwen2-Audio chat",
+        "title_qwen_audio": "Qwen-Audio chat",
         "subtitle": "Record or upload audio, ask about it, and follow up. Several clips per question are fine.",
         "placeholder": "Ask about your audio… (attach a file or record one with the buttons)",
         "stop": "Stop",
@@ -38,10 +39,13 @@ LABELS: dict[str, dict[str, str]] = {
         "task_caption": "Caption",
         "task_free": "Free prompt",
         "language": "Language",
+        "timestamps": "Timestamps",
+        "timestamps_info": "Time each part of the transcript (pick the language)",
         "base_note": "This is a base model: attach one audio per question and choose a task.",
     },
     "zh-CN": {
         "title": "Qwen2-Audio 语音对话",
+        "title_qwen_audio": "Qwen-Audio 语音对话",
         "subtitle": "录音或上传音频，就它提问并继续追问。一个问题可以附带多段音频。",
         "placeholder": "就你的音频提问……（用按钮上传文件或录音）",
         "stop": "停止",
@@ -66,6 +70,8 @@ LABELS: dict[str, dict[str, str]] = {
         "task_caption": "音频描述",
         "task_free": "自由提示",
         "language": "语言",
+        "timestamps": "时间戳",
+        "timestamps_info": "为转写的每一段标注时间（请选择语言）",
         "base_note": "这是基础模型：每个问题附带一段音频并选择任务。",
     },
 }
@@ -78,6 +84,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "nothing_to_regenerate": "There is no answer to regenerate yet.",
         "nothing_to_undo": "There is nothing to undo.",
         "split": "{name} is {seconds:.0f} s long: split into {windows} windows of ≤30 s.",
+        "dropped": "The model saw only the latest turns: the oldest {turns} did not fit its history window.",
         "queued": "Waiting for the model: {ahead} request(s) ahead…",
         "not_uploaded": "{name} was not uploaded through this page; attach the file again.",
         "expired": "{name} is no longer on the server (uploads are deleted after a while unused); attach it again, or press Clear to start over.",
@@ -91,6 +98,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "nothing_to_regenerate": "还没有可以重新生成的回答。",
         "nothing_to_undo": "没有可以撤销的内容。",
         "split": "{name} 长 {seconds:.0f} 秒：已分成 {windows} 段（每段不超过 30 秒）。",
+        "dropped": "模型只看到了最近的对话：最早的 {turns} 轮超出了它的历史窗口。",
         "queued": "正在排队：前面还有 {ahead} 个请求……",
         "not_uploaded": "{name} 不是通过本页面上传的，请重新附加该文件。",
         "expired": "{name} 已不在服务器上（长时间未使用的上传文件会被删除）；请重新附加，或点击“清空”重新开始。",

@@ -49,8 +49,10 @@ class Layout:
     seed: gr.Number
     task: gr.Radio
     language: gr.Dropdown
+    timestamps: gr.Checkbox
     api_trigger: gr.Button
     api_output: gr.Textbox
+    api_task: list[Any]  # /chat's task, language and timestamps (base checkpoints), empty by default
 
     @property
     def settings(self) -> list[Any]:
@@ -64,6 +66,11 @@ class Layout:
         return [self.textbox, self.stop_btn, self.regen_btn, self.undo_btn]
 
 
+def model_family(info: BackendInfo) -> str:
+    """"Qwen2-Audio" or "Qwen-Audio" (a backend that does not say, such as a remote server, counts as the first)."""
+    return getattr(info, "model_family", None) or "Qwen2-Audio"
+
+
 def _header(info: BackendInfo) -> None:
     logo = (STATIC_DIR / "logo.svg").read_text(encoding="utf-8")
     badge_class = "random" if info.random_weights else ""
@@ -72,7 +79,7 @@ def _header(info: BackendInfo) -> None:
         gr.HTML(logo, elem_id="logo", js_on_load=None)
         with gr.Column(scale=20, elem_id="title"):
             # One translation key per component: the browser translates whole values only.
-            gr.Markdown(label("title"), elem_id="title-text")
+            gr.Markdown(label("title_qwen_audio" if model_family(info) == "Qwen-Audio" else "title"), elem_id="title-text")
             gr.Markdown(label("subtitle"), elem_id="subtitle")
             gr.HTML(badge, js_on_load=None)
 
@@ -98,6 +105,9 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example])
             [("auto", "")] + [(name, code) for code, name in BASE_TASK_LANGUAGES.items()], value="",
             label=label("language"), elem_id="language", scale=1,
         )
+        # Qwen-Audio's base model can time its transcript (<|2.33|> tokens, shown as times with clips).
+        timestamps = gr.Checkbox(False, label=label("timestamps"), info=label("timestamps_info"), elem_id="timestamps",
+                                 visible=is_base and model_family(info) == "Qwen-Audio", scale=1)
     if is_base:
         gr.Markdown(label("base_note"), elem_id="notes")
     textbox = gr.MultimodalTextbox(
@@ -135,9 +145,11 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example])
     # The /chat API's trigger and result: never shown, never touched by the page.
     api_trigger = gr.Button("chat api", visible=False)
     api_output = gr.Textbox(visible=False, label="reply")
+    api_task = [gr.Textbox("", visible=False, label="task"), gr.Textbox("", visible=False, label="language"),
+                gr.Checkbox(False, visible=False, label="timestamps")]
     return Layout(
         chatbot=chatbot, textbox=textbox, stop_btn=stop_btn, regen_btn=regen_btn, undo_btn=undo_btn,
         clear_btn=clear_btn, system_prompt=system_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, task=task, language=language,
-        api_trigger=api_trigger, api_output=api_output,
+        top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, task=task, language=language, timestamps=timestamps,
+        api_trigger=api_trigger, api_output=api_output, api_task=api_task,
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from model.conversation import BaseTask, ConversationError
 from model.params import GenerationParams, InvalidParamsError
 
 logger = logging.getLogger(__name__)
@@ -140,10 +141,29 @@ def parse_chat_request(body: Any, limits: ApiLimits) -> ChatRequest:
     )
     try:
         request.messages = [_convert_message(i, m, request, limits) for i, m in enumerate(raw_messages)]
+        if body.get("task") is not None:
+            _attach_task(body["task"], request.messages)
     except BaseException:
         request.cleanup()
         raise
     return request
+
+
+def _attach_task(task: Any, messages: list[dict[str, Any]]) -> None:
+    """The ``task`` extension (base checkpoints): ``{"task": "transcribe", "language": "en", "timestamps": false,
+    "prompt": ""}`` becomes a task item of the last user message, which the model renders in its own format."""
+    if not isinstance(task, dict):
+        raise ApiError(400, "'task' must be an object such as {\"task\": \"transcribe\", \"language\": \"en\"}.", param="task")
+    try:
+        item = BaseTask.from_item(task).as_item()
+    except ConversationError as exc:
+        raise ApiError(400, f"'task': {exc.user_message}", param="task") from None
+    last = messages[-1]
+    if last["role"] != "user":
+        raise ApiError(400, "'task' needs the last message to be the user's.", param="task")
+    content = last["content"]
+    last["content"] = ([{"type": "text", "text": content}] if content else []) if isinstance(content, str) else content
+    last["content"].append(item)
 
 
 def _convert_message(index: int, message: Any, request: ChatRequest, limits: ApiLimits) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class RemoteInfo:
     checkpoint: str
     api_base: str
     family: str = "chat"
+    model_family: str = "Qwen2-Audio"  # as the server's /v1/models says (this demo's does)
     device: str = "remote"
     dtype: str = "remote"
     random_weights: bool = False
@@ -181,7 +182,8 @@ class RemoteBackend:
             entry = next((m for m in listed if m.get("id") == model), {"id": model})
         self.info = RemoteInfo(
             checkpoint=entry["id"], api_base=self.api_base,
-            family=entry.get("family", "chat"), random_weights=bool(entry.get("random_weights", False)),
+            family=entry.get("family", "chat"), model_family=entry.get("model_family") or "Qwen2-Audio",
+            random_weights=bool(entry.get("random_weights", False)),
         )
         logger.info("remote backend: %s", self.info.label)
 

@@ -1,6 +1,7 @@
 """Time to first token, decode rate and per-turn prefill through every layer of the demo, in one run.
 
-    python -m bench.latency [--checkpoint DIR | --random-full-size] [--device auto] [--dtype auto]
+    python -m bench.latency [--checkpoint DIR | --random-full-size] [--family qwen2-audio|qwen-audio-chat]
+                            [--device auto] [--dtype auto]
                             [--attn-implementation auto] [--kv-cache dynamic] [--audio-seconds 30]
                             [--tokens 64] [--turns 2] [--repeats 5] [--json OUT]
 
@@ -36,7 +37,8 @@ weights' bytes, the measured device memory bandwidth, the decode rate that bandw
 Without ``--checkpoint`` the tiny random checkpoint is built in a temp dir (CPU figures that say how much
 the demo adds, nothing about the real model's speed). ``--random-full-size`` builds Qwen2-Audio-7B's
 full architecture with random weights directly on the device (bfloat16 by default; about 17 GB: a GPU
-run). A benchmark: it asserts nothing, and exits 1 only if the paths' replies differ.
+run; ``--family qwen-audio-chat`` builds Qwen-Audio-Chat's instead). A benchmark: it asserts nothing,
+and exits 1 only if the paths' replies differ.
 """
 
 from __future__ import annotations
@@ -96,12 +98,14 @@ class Conversation:
     def question(self, turn: int) -> str:
         return QUESTION.format(turn=turn + 1)
 
-    def worker_messages(self, turns: int) -> list[dict]:
+    def worker_messages(self, turns: int, samples: list[np.ndarray] | None = None) -> list[dict]:
+        """The worker's messages: audio as file paths, or as ``samples`` already decoded."""
         messages: list[dict] = []
         for t in range(turns):
             if t:
                 messages.append({"role": "assistant", "content": self.replies[t - 1]})
-            messages.append({"role": "user", "content": [{"type": "audio", "audio": str(self.audio[t])},
+            audio = samples[t] if samples is not None else str(self.audio[t])
+            messages.append({"role": "user", "content": [{"type": "audio", "audio": audio},
                                                          {"type": "text", "text": self.question(t)}]})
         return messages
 
@@ -114,11 +118,22 @@ def run_bare(worker: Any, conversation: Conversation, turns: int, params: dict) 
 
     processor, model = worker.processor, worker.model
     timing = Timing()
-    text = processor.apply_chat_template(conversation.worker_messages(turns), tokenize=False,
-                                         add_generation_prompt=True)
-    inputs = processor(text=[text], audio=conversation.samples[:turns], sampling_rate=16000, return_tensors="pt")
-    inputs = inputs.to(model.device)
-    inputs["input_features"] = inputs["input_features"].to(model.dtype)
+    if worker.info.model_family == "Qwen-Audio":
+        # transformers has no processor for it: the prompt ids and log-mels as the family builds them
+        # from the samples already in memory (what a script using our model class does).
+        family = worker.family_adapter
+        messages = conversation.worker_messages(turns, samples=conversation.samples)
+        encoded = family.encode(family.build(messages))
+        inputs = {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask, **encoded.audio_inputs()}
+        inputs = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+        decode = lambda ids: family.tokenizer.decode(ids, specials="timestamps")  # noqa: E731
+    else:
+        text = processor.apply_chat_template(conversation.worker_messages(turns), tokenize=False,
+                                             add_generation_prompt=True)
+        inputs = processor(text=[text], audio=conversation.samples[:turns], sampling_rate=16000, return_tensors="pt")
+        inputs = inputs.to(model.device)
+        inputs["input_features"] = inputs["input_features"].to(model.dtype)
+        decode = lambda ids: processor.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
     new_ids: list[int] = []
 
     def arrived(ids: list[int]) -> None:
@@ -129,7 +144,7 @@ def run_bare(worker: Any, conversation: Conversation, turns: int, params: dict) 
         model.generate(**inputs, do_sample=False, max_new_tokens=params["max_new_tokens"], repetition_penalty=1.0,
                        streamer=CallbackStreamer(arrived),
                        **worker.speedups.generate_kwargs(worker.placement.device))
-    timing.text = processor.tokenizer.decode(new_ids, skip_special_tokens=True)
+    timing.text = decode(new_ids)
     result = timing.result(len(new_ids))
     result["prompt_tokens"] = int(inputs["input_ids"].shape[1])
     result["completion_tokens"] = len(new_ids)
@@ -163,7 +178,7 @@ def run_chat(url: str, http: Any, conversation: Conversation, uploaded: list[str
                     {"role": "user", "content": [{"type": "text", "text": conversation.question(t)}]},
                     {"role": "assistant", "content": [{"type": "text", "text": conversation.replies[t]}]}]
     message = {"text": conversation.question(turns - 1), "files": [_file(uploaded[turns - 1])]}
-    data = [message, history, "", params["max_new_tokens"], 0.0, 1.0, 0, 1.0, -1]
+    data = [message, history, "", params["max_new_tokens"], 0.0, 1.0, 0, 1.0, -1, "", "", False]
     timing = Timing()
     event_id = http.post(f"{url}/gradio_api/call/chat", json={"data": data}).json()["event_id"]
     event = ""
@@ -258,17 +273,29 @@ def load_worker(args: argparse.Namespace, tmp: Path) -> Any:
         from model.tiny import build_full_size_model, build_processor
 
         placement = resolve_placement(args.device, "bfloat16" if args.dtype == "auto" else args.dtype)
-        processor = build_processor()
         started = time.perf_counter()
-        model = build_full_size_model(processor.tokenizer, device=placement.device, dtype=placement.dtype,
-                                      attention=args.attn_implementation)
+        if args.family == "qwen2-audio":
+            processor = build_processor()
+            model = build_full_size_model(processor.tokenizer, device=placement.device, dtype=placement.dtype,
+                                          attention=args.attn_implementation)
+        else:
+            from model.families.qwen_audio.tiny import build_full_size_qwen_audio
+
+            model, processor = build_full_size_qwen_audio(tmp / "tokenizer", chat=args.family == "qwen-audio-chat",
+                                                          device=placement.device, dtype=placement.dtype,
+                                                          attention=args.attn_implementation)
         logger.warning("built the full-size random model on %s in %.0f s", placement.device, time.perf_counter() - started)
         return ModelWorker(model, processor, checkpoint="random-full-size", placement=placement, cache=off,
                            speedups=speedups)
     if args.checkpoint is None:
-        from model.tiny import build_tiny_checkpoint
+        if args.family == "qwen2-audio":
+            from model.tiny import build_tiny_checkpoint
 
-        args.checkpoint = str(build_tiny_checkpoint(tmp / "tiny"))
+            args.checkpoint = str(build_tiny_checkpoint(tmp / "tiny"))
+        else:
+            from model.families.qwen_audio.tiny import build_tiny_qwen_audio_checkpoint
+
+            args.checkpoint = str(build_tiny_qwen_audio_checkpoint(tmp / "tiny", chat=args.family == "qwen-audio-chat"))
     return ModelWorker.from_pretrained(args.checkpoint, device=args.device, dtype=args.dtype, cache=off,
                                        speedups=speedups)
 
@@ -475,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--checkpoint", help="checkpoint directory or hub id (default: build the tiny random one)")
     source.add_argument("--random-full-size", action="store_true",
                         help="Qwen2-Audio-7B's architecture with random weights, built on the device (a GPU run)")
+    parser.add_argument("--family", default="qwen2-audio", choices=("qwen2-audio", "qwen-audio-chat"),
+                        help="the architecture of --random-full-size and of the tiny checkpoint built without "
+                             "--checkpoint (default: qwen2-audio)")
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, bfloat16, float16, float32 (default: auto)")
     parser.add_argument("--attn-implementation", default="auto", choices=ATTENTION_CHOICES)

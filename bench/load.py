@@ -50,8 +50,11 @@ def _free_port() -> int:
 
 
 def _count_files(folder: Path) -> int:
-    """Audio files in ``folder`` (the clients send WAV; Gradio's copies of the page's icons are not counted)."""
-    return sum(1 for p in folder.rglob("*.wav") if p.is_file()) if folder.exists() else 0
+    """Audio files in ``folder`` (the clients send WAV; Gradio's copies of the page's icons are not counted).
+
+    The server deletes files and folders meanwhile: ``os.walk`` skips a folder that is gone by the time it
+    is listed (``Path.rglob`` raises FileNotFoundError then)."""
+    return sum(1 for _, _, names in os.walk(folder) for name in names if name.endswith(".wav"))
 
 
 def _rss_mb(pid: int) -> float:

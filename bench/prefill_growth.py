@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             cache = DynamicCache(config=config)
             with torch.inference_mode():
                 if prefix:
-                    language_model(inputs_embeds=torch.randn(1, prefix, config.hidden_size), past_key_values=cache)
+                    language_model(inputs_embeds=torch.randn(1, prefix, config.hidden_size), cache=cache)
                 embeds = torch.randn(1, new, config.hidden_size)
                 started = time.perf_counter()
-                language_model(inputs_embeds=embeds, past_key_values=cache,
+                language_model(inputs_embeds=embeds, cache=cache,
                                attention_mask=torch.ones(1, prefix + new, dtype=torch.long))
                 times.append(time.perf_counter() - started)
         return statistics.median(times) * 1000

@@ -2,9 +2,22 @@
 
 Everything a browser or a user produces (wav, flac, mp3, ogg/vorbis, opus, webm, m4a/aac, the audio
 track of a video) is decoded by the ffmpeg binary, driven through ffmpeg-python, straight to raw
-little-endian float32 at 16 kHz mono on a pipe. Problems surface as the typed errors of
+little-endian samples at 16 kHz mono on a pipe. Problems surface as the typed errors of
 :mod:`model.errors`, whose message is ``"<file name>: <reason>"`` and never contains a traceback or
 ffmpeg's whole stderr.
+
+Two sample formats on that pipe (``decode_audio(..., pcm=...)``):
+
+- ``"f32"`` (the default, for Qwen2-Audio): float32, with a downmix that keeps the level of identical
+  channels (``rematrix_maxval=1``), so nothing is quantised to 16 bits or clipped by the mix.
+- ``"s16"`` (for the first-generation Qwen-Audio): int16 with ffmpeg's default downmix, divided by
+  32768, which is what Qwen-Audio's own ``load_audio`` feeds its encoder, sample for sample. For
+  integer output ffmpeg already normalises the mix as ``rematrix_maxval=1`` does, so the level is the
+  same; what differs from ``"f32"`` is the 16-bit quantisation of anything not 16-bit to begin with
+  (an mp3, a resampled or mixed-down file).
+
+Both share every safety measure: ``file:`` URLs with a local-files-only protocol whitelist, the first
+audio stream only, an early stop one second past the length limit, and the same typed errors.
 
 :func:`split_windows` then cuts the samples into the <= 30 s windows Qwen2-Audio's encoder can see
 (the feature extractor would otherwise silently drop everything after the first 30 s) and pads clips
@@ -43,6 +56,32 @@ _DECODE_TIMEOUT_S = 120.0
 _LENGTH_SLACK_S = 0.25
 #: Longest ffmpeg line quoted in an error message.
 _MAX_REASON_CHARS = 160
+
+
+@dataclass(frozen=True)
+class _PcmFormat:
+    """What ffmpeg writes on the pipe for one ``pcm`` mode of :func:`decode_audio`."""
+
+    format: str
+    codec: str
+    dtype: np.dtype
+    extra_output: dict[str, object]
+
+
+_PCM_FORMATS = {
+    "f32": _PcmFormat(
+        "f32le",
+        "pcm_f32le",
+        np.dtype("<f4"),
+        # ffmpeg's default downmix does not normalise for float output: identical channels come out
+        # louder (x1.41 for stereo, x4.4 for 7.1) and would then be clipped. With maxval 1 the mix of
+        # identical channels keeps their level (stereo -> (L + R) / 2, like librosa.to_mono).
+        {"rematrix_maxval": "1.0"},
+    ),
+    # Qwen-Audio's original decoding: ffmpeg's default downmix and resampler, 16-bit output (for integer
+    # output ffmpeg normalises the mix itself, so no rematrix option is needed, and none may be added).
+    "s16": _PcmFormat("s16le", "pcm_s16le", np.dtype("<i2"), {}),
+}
 
 _INVALID_DATA = "is not an audio file ffmpeg can read (invalid data)"
 _NO_AUDIO_STREAM = "contains no audio stream"
@@ -86,12 +125,18 @@ class AudioLimits:
             )
 
 
-def decode_audio(path: str | os.PathLike, limits: AudioLimits = AudioLimits()) -> np.ndarray:
+def decode_audio(
+    path: str | os.PathLike, limits: AudioLimits = AudioLimits(), *, pcm: str = "f32"
+) -> np.ndarray:
     """Decode any file ffmpeg can read to 16 kHz mono float32.
 
     Returns a 1-D, C-contiguous ``float32`` array of finite values clipped to [-1, 1] (NaN and
     infinities become 0). It is NOT padded: see :func:`split_windows`. A video file yields its first
     audio track. A truncated file decodes as far as it can, without error.
+
+    ``pcm`` picks what ffmpeg writes: ``"f32"`` (float32, level-keeping downmix) or ``"s16"`` (int16
+    with ffmpeg's default downmix, returned as ``int16 / 32768``: exactly the samples of Qwen-Audio's
+    original ``ffmpeg -f s16le -ac 1 -acodec pcm_s16le -ar 16000``). Any other value: ValueError.
 
     Raises:
         AudioTooLargeError: the file is larger than ``limits.max_bytes`` (checked before decoding).
@@ -100,6 +145,9 @@ def decode_audio(path: str | os.PathLike, limits: AudioLimits = AudioLimits()) -
         AudioDecodeError: the file is missing, empty, not audio, has no audio stream, decodes to no
             samples, or ffmpeg failed (the reason quotes ffmpeg's last meaningful line, shortened).
     """
+    pcm_format = _PCM_FORMATS.get(pcm)
+    if pcm_format is None:
+        raise ValueError(f"pcm must be one of {sorted(_PCM_FORMATS)}, got {pcm!r}")
     path_str = os.fsdecode(os.fspath(path))
     size = _check_file(path_str, limits)
 
@@ -111,14 +159,11 @@ def decode_audio(path: str | os.PathLike, limits: AudioLimits = AudioLimits()) -
         # Stop reading a long file early: one second past the limit is enough to refuse it.
         input_kwargs["t"] = f"{limits.max_seconds + 1:.3f}"
     output_kwargs: dict[str, object] = {
-        "format": "f32le",
-        "acodec": "pcm_f32le",
+        "format": pcm_format.format,
+        "acodec": pcm_format.codec,
         "ac": 1,
         "ar": SAMPLE_RATE,
-        # ffmpeg's default downmix does not normalise for float output: identical channels come out
-        # louder (x1.41 for stereo, x4.4 for 7.1) and would then be clipped. With maxval 1 the mix of
-        # identical channels keeps their level (stereo -> (L + R) / 2, like librosa.to_mono).
-        "rematrix_maxval": "1.0",
+        **pcm_format.extra_output,
         "vn": None,
         "sn": None,
         "dn": None,
@@ -147,7 +192,7 @@ def decode_audio(path: str | os.PathLike, limits: AudioLimits = AudioLimits()) -
         logger.debug("ffmpeg exited with %s on %s: %s", proc.returncode, path_str, reason)
         raise AudioDecodeError(path_str, reason)
 
-    n_samples = len(out) // 4
+    n_samples = len(out) // pcm_format.dtype.itemsize
     if n_samples == 0:
         raise AudioDecodeError(path_str, "contains no audio samples")
     max_samples = limits.max_seconds * SAMPLE_RATE
@@ -162,9 +207,14 @@ def decode_audio(path: str | os.PathLike, limits: AudioLimits = AudioLimits()) -
             _last_meaningful_line(stderr, source),
         )
 
-    samples = np.frombuffer(out, dtype="<f4", count=n_samples)
-    samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)  # a new, writable array
-    np.clip(samples, -1.0, 1.0, out=samples)
+    raw = np.frombuffer(out, dtype=pcm_format.dtype, count=n_samples)
+    if pcm_format.dtype.kind == "i":
+        # int16 / 32768 lies in [-1, 1) and is always finite: nothing to clean. Same arithmetic as the
+        # original (float32 array divided by 32768.0), so every sample is bit-identical to the original's.
+        samples = raw.astype(np.float32) / np.float32(32768.0)
+    else:
+        samples = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)  # a new, writable array
+        np.clip(samples, -1.0, 1.0, out=samples)
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     logger.debug("decoded %s (%d bytes): %.2f s", path_str, size, n_samples / SAMPLE_RATE)
     return samples

@@ -117,22 +117,31 @@ class FileDigests:
 
 
 def cached_decoder(
-    decode: Callable[[str, AudioLimits], np.ndarray],
+    decode: Callable[..., np.ndarray],
     cache: LruCache[np.ndarray],
     digest: Callable[[str], str] = file_digest,
-) -> Callable[[str, AudioLimits], np.ndarray]:
-    """``decode`` with its results kept in ``cache`` (by file content and limits). Errors are not cached."""
+) -> Callable[..., np.ndarray]:
+    """``decode`` with its results kept in ``cache`` (by file content, limits and sample format).
 
-    def decode_cached(path: str, limits: AudioLimits) -> np.ndarray:
+    The result is called as ``decode_cached(path, limits)`` or ``decode_cached(path, limits, pcm="s16")``
+    (see :func:`model.audio.decode_audio`); ``pcm`` is passed on to ``decode`` only when it is not the
+    default, so a decoder taking just ``(path, limits)`` still works. An ``"s16"`` and an ``"f32"``
+    decode of one file are different entries. Errors are not cached.
+    """
+
+    def call_decode(path: str, limits: AudioLimits, pcm: str) -> np.ndarray:
+        return decode(path, limits) if pcm == "f32" else decode(path, limits, pcm=pcm)
+
+    def decode_cached(path: str, limits: AudioLimits, *, pcm: str = "f32") -> np.ndarray:
         try:
             if os.stat(path).st_size > limits.max_bytes:
-                return decode(path, limits)  # refused by size before anything is read
-            key = (digest(path), limits)
+                return call_decode(path, limits, pcm)  # refused by size before anything is read
+            key = (digest(path), limits, pcm)
         except OSError:
-            return decode(path, limits)  # let the decoder word the error (missing file, directory...)
+            return call_decode(path, limits, pcm)  # let the decoder word the error (missing file, directory...)
         samples = cache.get(key)
         if samples is None:
-            samples = decode(path, limits)
+            samples = call_decode(path, limits, pcm)
             samples.setflags(write=False)
             cache.put(key, samples, samples.nbytes)
         return samples

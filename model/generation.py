@@ -66,7 +66,7 @@ def run_generate(
     """Run ``model.generate`` here, calling ``on_tokens`` with each new token's ids; ``stop`` ends it early.
 
     ``inputs`` are ``generate``'s tensor arguments (``input_ids``, ``attention_mask``, optionally
-    ``input_features`` / ``feature_attention_mask`` and ``past_key_values``); tensors on CPU are fine:
+    the audio inputs and ``cache``, a KV cache to continue); tensors on CPU are fine:
     they are moved to the model's input device, and the audio features to its dtype, here.
     """
     import torch

@@ -36,13 +36,18 @@ class AudioSpan:
 
 @dataclass
 class ModelInputs:
-    """What one request hands to the model."""
+    """What one request hands to the model: token ids, and each window's audio features and span.
+
+    ``cache_tag`` names whatever else a reused KV prefix must agree on besides tokens and audio (for
+    Qwen-Audio, the NTK alpha of the whole prompt); prefixes are only reused under the same tag.
+    """
 
     input_ids: Any  # LongTensor [1, n]
     attention_mask: Any  # LongTensor [1, n]
     window_features: list[Any]  # per window: FloatTensor [mels, frames]
     window_masks: list[Any]  # per window: LongTensor [frames]
     spans: list[AudioSpan]
+    cache_tag: str = ""
 
     @property
     def length(self) -> int:

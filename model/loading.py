@@ -1,4 +1,4 @@
-"""Finding, downloading and loading a Qwen2-Audio checkpoint onto the right device in the right dtype."""
+"""Finding, downloading and loading a checkpoint of any supported family onto the right device in the right dtype."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointLoadError
+from .families import CHECKPOINT_FILES, family_of_config
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "Qwen/Qwen2-Audio-7B-Instruct"
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-# Files a Qwen2-Audio checkpoint needs; no remote code is ever fetched or run.
-_CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
 
 
 @dataclass(frozen=True)
@@ -76,12 +75,25 @@ def locate_checkpoint(checkpoint: str) -> Path:
         path = _download(checkpoint)
     if not (path / "config.json").is_file():
         raise CheckpointLoadError(f"{checkpoint} is not a model checkpoint: it has no config.json.")
-    model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
-    if model_type != "qwen2_audio":
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointLoadError(f"{checkpoint} has a config.json that cannot be read ({type(exc).__name__}).") from None
+    if not isinstance(config, dict) or family_of_config(config) is None:
+        model_type = config.get("model_type") if isinstance(config, dict) else None
         raise CheckpointLoadError(
-            f"{checkpoint} is a {model_type or 'unknown'} checkpoint, not Qwen2-Audio (model_type qwen2_audio)."
+            f"{checkpoint} is a {model_type or 'unknown'} checkpoint, not Qwen2-Audio (model_type qwen2_audio) "
+            "or Qwen-Audio (model_type qwen with an audio block)."
         )
     return path
+
+
+def checkpoint_family(path: Path) -> str:
+    """"Qwen2-Audio" or "Qwen-Audio" for a directory :func:`locate_checkpoint` returned."""
+    family = family_of_config(json.loads((path / "config.json").read_text(encoding="utf-8")))
+    if family is None:
+        raise CheckpointLoadError(f"{path} is not a checkpoint of a supported family.")
+    return family
 
 
 def _download(repo_id: str) -> Path:
@@ -96,7 +108,7 @@ def _download(repo_id: str) -> Path:
 
     logger.info("fetching %s from the Hugging Face hub (about 17 GB the first time; cached afterwards)", repo_id)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_CHECKPOINT_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_FILES))
     except GatedRepoError:
         raise CheckpointLoadError(
             f"{repo_id} is gated: accept its terms on huggingface.co and log in with `hf auth login`."
@@ -120,51 +132,42 @@ def _download(repo_id: str) -> Path:
         raise CheckpointLoadError(f"Cannot download {repo_id}: {exc.strerror or exc}.") from None
 
 
-def checkpoint_ships_chat_template(path: Path) -> bool:
-    """True when the checkpoint directory carries a chat template (in any of the layouts transformers reads)."""
-    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
-        return True
-    for name in ("processor_config.json", "tokenizer_config.json"):
-        file = path / name
-        if file.is_file() and json.loads(file.read_text(encoding="utf-8")).get("chat_template"):
-            return True
-    return False
-
-
 def load_model_and_processor(path: Path, placement: Placement, attention: str = "auto"):
-    """Load ``Qwen2AudioForConditionalGeneration`` and ``AutoProcessor`` from ``path`` onto ``placement``.
+    """Load the model and processor of the checkpoint at ``path`` (either family) onto ``placement``.
 
-    ``attention`` names the attention kernel (``auto`` leaves transformers' default).
+    Qwen2-Audio: ``Qwen2AudioForConditionalGeneration`` and its ``AutoProcessor``. Qwen-Audio:
+    :class:`model.families.qwen_audio.modeling.QwenAudioForCausalLM` and its processor. ``attention``
+    names the attention kernel (``auto`` leaves transformers' default). Raises CheckpointLoadError
+    with one sentence.
     """
     import torch
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
+    from . import families
+
+    family = checkpoint_family(path)
     started = time.perf_counter()
-    try:
-        processor = AutoProcessor.from_pretrained(path)
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(
-            path,
-            dtype=getattr(torch, placement.dtype),
-            device_map=placement.device_map,
-            low_cpu_mem_usage=True,
-            **({} if attention == "auto" else {"attn_implementation": attention}),
-        )
-    except torch.OutOfMemoryError:
-        raise CheckpointLoadError(
-            f"Not enough GPU memory to load {path.name} in {placement.dtype} (about 17 GB needed in bfloat16)."
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - damaged files fail in many ways (OSError, SafetensorError, KeyError...)
+
+    def fail(exc: Exception) -> CheckpointLoadError:
+        if isinstance(exc, torch.OutOfMemoryError):
+            return CheckpointLoadError(
+                f"Not enough GPU memory to load {path.name} in {placement.dtype} (about 17 GB needed in bfloat16)."
+            )
+        if isinstance(exc, CheckpointLoadError):
+            return exc
+        # Damaged files fail in many ways (OSError, SafetensorError, KeyError...): one line names it.
         logger.debug("loading %s failed", path, exc_info=exc)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointLoadError(f"Cannot load the checkpoint in {path}: {reason}") from None
-    if not checkpoint_ships_chat_template(path):
-        # Qwen2AudioProcessor falls back to a built-in chat template; a base checkpoint has none and
-        # must be prompted in its pre-training format instead.
-        processor.chat_template = None
+        return CheckpointLoadError(f"Cannot load the checkpoint in {path}: {reason}")
+
+    model, processor = families.load(family, path, getattr(torch, placement.dtype), placement.device_map, attention, fail)
     if placement.device_map is None:
-        model.to(placement.device)
+        try:
+            model.to(placement.device)
+        except torch.OutOfMemoryError as exc:
+            raise fail(exc) from None
     model.eval()
     logger.info(
-        "loaded %s on %s in %s in %.1f s", path, placement.device, placement.dtype, time.perf_counter() - started
+        "loaded %s (%s) on %s in %s in %.1f s", path, family, placement.device, placement.dtype,
+        time.perf_counter() - started,
     )
     return model, processor

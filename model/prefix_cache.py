@@ -5,7 +5,8 @@ entry comes from one prefill). A new prompt that starts with the same tokens and
 the longest such prefix: only the rest is prefilled, and only the audio windows in the rest go through
 the audio encoder. Matching is by token ids *and* audio content (each window's hash), so it works for
 the UI, ``/chat`` and ``/v1`` alike, and an edited history, a regenerate or a cleared chat simply match
-less or not at all. Entries are evicted least-recently-used within a budget of cached tokens.
+less or not at all. A ``tag`` (:attr:`model.inputs.ModelInputs.cache_tag`) names anything else a prefix
+must agree on: an entry is reused only by a prompt with the same tag. Entries are evicted least-recently-used within a budget of cached tokens.
 
 Only the generation thread touches this cache.
 """
@@ -33,6 +34,7 @@ class PrefixEntry:
     ids: np.ndarray  # int64 [n]
     spans: list[AudioSpan]
     kv: Any  # a transformers Cache holding exactly ids' keys and values
+    tag: str = ""
 
 
 @dataclass
@@ -42,9 +44,9 @@ class PrefixHit:
     windows_skipped: int  # audio windows entirely inside the reused prefix
 
 
-def _usable_length(entry: PrefixEntry, ids: np.ndarray, spans: list[AudioSpan]) -> int:
+def _usable_length(entry: PrefixEntry, ids: np.ndarray, spans: list[AudioSpan], tag: str = "") -> int:
     n = min(len(entry.ids), len(ids) - 1)  # at least one token must be prefilled to get logits
-    if n <= 0:
+    if n <= 0 or entry.tag != tag:
         return 0
     mismatch = np.flatnonzero(entry.ids[:n] != ids[:n])
     length = int(mismatch[0]) if mismatch.size else n
@@ -71,12 +73,12 @@ class PrefixCache:
     def stats(self) -> LruCache[PrefixEntry]:
         return self._entries
 
-    def lookup(self, ids: np.ndarray, spans: list[AudioSpan]) -> PrefixHit | None:
+    def lookup(self, ids: np.ndarray, spans: list[AudioSpan], tag: str = "") -> PrefixHit | None:
         if not self.enabled:
             return None
         best, best_length = None, 0
         for key, entry in self._entries.items():
-            length = _usable_length(entry, ids, spans)
+            length = _usable_length(entry, ids, spans, tag)
             if length > best_length:
                 best, best_length = (key, entry), length
         if best is None or best_length < MIN_REUSE_TOKENS:
@@ -92,8 +94,8 @@ class PrefixCache:
         skipped = sum(1 for s in spans if s.end <= best_length)
         return PrefixHit(best_length, kv, skipped)
 
-    def store(self, ids: np.ndarray, spans: list[AudioSpan], kv: Any) -> None:
-        """Keep ``kv`` (which may run past the prompt) as the cache of the prompt ``ids``."""
+    def store(self, ids: np.ndarray, spans: list[AudioSpan], kv: Any, tag: str = "") -> None:
+        """Keep ``kv`` (which may run past the prompt) as the cache of the prompt ``ids`` under ``tag``."""
         if not self.enabled or len(ids) < MIN_REUSE_TOKENS:
             return
         extra = kv.get_seq_length() - len(ids)
@@ -101,8 +103,8 @@ class PrefixCache:
             kv.crop(-extra)
         if kv.get_seq_length() != len(ids):
             return  # e.g. generation failed before the prefill completed
-        key = ids.tobytes() + "".join(s.digest for s in spans).encode()
-        self._entries.put(key, PrefixEntry(ids.copy(), list(spans), kv), len(ids))
+        key = ids.tobytes() + "".join(s.digest for s in spans).encode() + tag.encode()
+        self._entries.put(key, PrefixEntry(ids.copy(), list(spans), kv, tag), len(ids))
 
     def clear(self) -> None:
         self._entries.clear()

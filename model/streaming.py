@@ -78,7 +78,7 @@ class IncrementalDetokenizer:
 
 
 @lru_cache(maxsize=1)
-def _byte_level_alphabet() -> dict[str, int]:
+def byte_level_alphabet() -> dict[str, int]:
     """GPT-2's byte-to-printable-character table, inverted: printable character -> byte."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     chars = printable[:]
@@ -128,7 +128,7 @@ class ByteLevelDetokenizer:
 def _byte_level_token_bytes(tokenizer: Any) -> Callable[[int], bytes]:
     """id -> the bytes that token stands for; special tokens -> b"" (they are skipped in replies)."""
     backend = tokenizer.backend_tokenizer
-    alphabet = _byte_level_alphabet()
+    alphabet = byte_level_alphabet()
     skipped = set(tokenizer.all_special_ids)
     added = {i: t.content for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if not t.special}
 

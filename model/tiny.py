@@ -1,6 +1,10 @@
-"""Build a tiny, randomly initialised Qwen2-Audio checkpoint that loads like the real one.
+"""Build a tiny, randomly initialised checkpoint that loads like the real one.
 
-    python -m model.tiny OUT_DIR [--layout current|hub] [--base] [--seed N]
+    python -m model.tiny OUT_DIR [--family qwen2-audio|qwen-audio-chat|qwen-audio] [--layout current|hub] [--base] [--seed N]
+
+``--family qwen-audio-chat`` / ``qwen-audio`` write a first-generation Qwen-Audio-Chat / Qwen-Audio
+checkpoint in the hub's published layout (see :mod:`model.families.qwen_audio.tiny`); the rest of this
+page is about the default, Qwen2-Audio.
 
 The checkpoint uses the real ``Qwen2AudioConfig`` architecture with tiny sizes, a byte-level BPE
 tokenizer trained here with Qwen2's pre-tokenizer and special tokens, the Qwen2-Audio-7B-Instruct
@@ -62,7 +66,7 @@ QWEN2_AUDIO_INSTRUCT_CHAT_TEMPLATE = (
 )
 
 # Text in the demo's eight UI languages and a little code, so the tokenizer has real merges in each.
-_CORPUS = [
+TOKENIZER_CORPUS = [
     "What does the speaker say? Please transcribe the audio and translate it into English.",
     "Describe the sound in this clip. Is it music, speech, or an environmental noise like rain or a dog barking?",
     "The quick brown fox jumps over the lazy dog. I'm sure they'll say it's what we'd've done.",
@@ -99,7 +103,7 @@ def build_tokenizer(vocab_size: int = 1200):
         show_progress=False,
         special_tokens=[],
     )
-    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    bpe.train_from_iterator(TOKENIZER_CORPUS * 4, trainer=trainer)
     state = json.loads(bpe.to_str())["model"]
     vocab: dict[str, int] = state["vocab"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
@@ -341,18 +345,33 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, *, layout: str = "current"
     return out
 
 
+FAMILY_CHOICES = ("qwen2-audio", "qwen-audio-chat", "qwen-audio")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m model.tiny",
-        description="Build a tiny Qwen2-Audio checkpoint with RANDOM weights (gibberish answers) for tests and try-outs.",
+        description="Build a tiny checkpoint with RANDOM weights (gibberish answers) for tests and try-outs.",
     )
     parser.add_argument("out_dir", help="directory to write the checkpoint into")
+    parser.add_argument("--family", choices=FAMILY_CHOICES, default="qwen2-audio",
+                        help="qwen2-audio (default; --base for the base model), or the first generation: qwen-audio-chat, "
+                             "qwen-audio (base), always in the hub's published layout")
     parser.add_argument("--layout", choices=["current", "hub"], default="current",
                         help="'current': today's save_pretrained files; 'hub': the older layout of the published checkpoints (default: current)")
     parser.add_argument("--base", action="store_true", help="build a base-model checkpoint (no chat template), like Qwen/Qwen2-Audio-7B")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.family != "qwen2-audio":
+        if args.base or args.layout != "current":
+            parser.error("--base and --layout are for --family qwen2-audio; the Qwen-Audio families are always "
+                         "written in the hub's layout (use --family qwen-audio for the base model)")
+        from model.families.qwen_audio.tiny import build_tiny_qwen_audio_checkpoint
+
+        path = build_tiny_qwen_audio_checkpoint(args.out_dir, chat=args.family == "qwen-audio-chat", seed=args.seed)
+        logger.info("%s: random weights, gibberish answers; load it with -c %s", path, path)
+        return 0
     path = build_tiny_checkpoint(args.out_dir, layout=args.layout, chat=not args.base, seed=args.seed)
     logger.info("%s: random weights, gibberish answers; load it with -c %s", path, path)
     return 0

@@ -10,7 +10,7 @@ cancels the request: a waiting one leaves the queue, a running one stops after t
 from __future__ import annotations
 
 import contextvars
-import copy
+import functools
 import itertools
 import logging
 import queue
@@ -23,7 +23,7 @@ from typing import Any
 
 from .audio import AudioLimits, decode_audio
 from .caches import FileDigests, LruCache, cached_decoder
-from .conversation import PreparedPrompt, PromptBuilder
+from .conversation import AudioCollector, PreparedPrompt
 from .errors import (
     ContextTooLongError,
     GenerationFailedError,
@@ -33,11 +33,10 @@ from .errors import (
 )
 from .loading import DEFAULT_CHECKPOINT, Placement, load_model_and_processor, locate_checkpoint, resolve_placement
 from . import zerogpu
+from .families import make_family
 from .generation import generate_tokens, run_generate
-from .inputs import InputEncoder
 from .params import ATTENTION_CHOICES, KV_CACHE_CHOICES, GenerationParams
 from .prefix_cache import PrefixCache
-from .streaming import detokenizer_factory
 
 logger = logging.getLogger(__name__)
 
@@ -98,18 +97,19 @@ class WorkerInfo:
     """What the worker runs, for headers, logs and ``/v1/models``."""
 
     checkpoint: str
-    family: str  # "chat" (has a chat template, e.g. -Instruct) or "base" (Qwen/Qwen2-Audio-7B: task prompts)
+    family: str  # "chat" (free conversation, e.g. -Instruct, -Chat) or "base" (task prompts)
     device: str
     dtype: str
-    random_weights: bool  # True for the tiny test checkpoint: its answers are gibberish
+    random_weights: bool  # True for the tiny test checkpoints: their answers are gibberish
     context_length: int
     parameters: int
+    model_family: str = "Qwen2-Audio"  # or "Qwen-Audio" (Qwen-Audio-Chat and Qwen-Audio)
 
     @property
     def label(self) -> str:
         name = self.checkpoint.rstrip("/").split("/")[-1] if "/" in self.checkpoint else self.checkpoint
         suffix = " — RANDOM WEIGHTS, answers are gibberish" if self.random_weights else ""
-        return f"{name} ({self.family}) on {self.device.upper()} in {self.dtype}{suffix}"
+        return f"{name} ({self.model_family} {self.family}) on {self.device.upper()} in {self.dtype}{suffix}"
 
 
 class _Request:
@@ -128,6 +128,7 @@ class _Request:
         self.started = threading.Event()
         self.finished = threading.Event()
         self.completion_tokens = 0
+        self.token_ids: list[int] = []  # the reply's token ids, once it has ended
         self.finish_reason: str | None = None  # "stop", "length", "cancelled" or "error"
         self.enqueued_at = time.perf_counter()
         self.context = contextvars.copy_context()
@@ -158,6 +159,11 @@ class ReplyStream(Iterator[str]):
     @property
     def completion_tokens(self) -> int:
         return self._request.completion_tokens
+
+    @property
+    def token_ids(self) -> list[int]:
+        """The reply's token ids (the stop token included), complete once the stream has ended."""
+        return list(self._request.token_ids)
 
     @property
     def reused_tokens(self) -> int:
@@ -238,7 +244,7 @@ class ReplyStream(Iterator[str]):
 
 
 class ModelWorker:
-    """Owns one Qwen2-Audio model and processor; streams replies to conversations one at a time.
+    """Owns one model (of any family in :mod:`model.families`); streams replies to conversations one at a time.
 
     Create it with :meth:`from_pretrained` (the process-wide singleton) and pass it to whoever needs it.
     """
@@ -267,10 +273,6 @@ class ModelWorker:
         self.audio_limits = audio_limits or AudioLimits()
         self.default_max_new_tokens = default_max_new_tokens
         self.max_queue = max_queue
-        tokenizer = processor.tokenizer
-        # Decoding in the generation thread uses its own tokenizer object, so it never shares the Rust
-        # tokenizer with a caller thread that is encoding (which can fail with "Already borrowed").
-        self._new_detokenizer = detokenizer_factory(copy.deepcopy(tokenizer))
         self._encode_lock = threading.Lock()
 
         # On ZeroGPU generation runs inside @spaces.GPU as a generator (a closure over the model, so only
@@ -289,25 +291,26 @@ class ModelWorker:
         self.feature_cache: LruCache[Any] = LruCache(cache.features_mb << 20, name="audio features")
         reuse_kv = not self._zerogpu and self.speedups.kv_cache == "dynamic"
         self.prefix_cache = PrefixCache(cache.prefix_tokens if reuse_kv else 0)
-        self._encoder = InputEncoder(processor, self.feature_cache)
         digests = FileDigests()
-        self._builder = PromptBuilder(
-            chat_template=getattr(processor, "chat_template", None),
-            apply_chat_template=processor.apply_chat_template,
-            special_tokens=[t for t in tokenizer.all_special_tokens] + list(getattr(tokenizer, "added_tokens_encoder", {})),
-            decode=cached_decoder(decode_audio, self.audio_cache, digests) if cache.audio_mb > 0 else decode_audio,
-            limits=self.audio_limits,
-            digest=digests,
-        )
-        text_config = getattr(model.config, "text_config", model.config)
+
+        def make_collector(pcm: str) -> AudioCollector:
+            decode = decode_audio if pcm == "f32" else functools.partial(decode_audio, pcm=pcm)
+            if cache.audio_mb > 0:
+                decode = cached_decoder(decode, self.audio_cache, digests)
+            return AudioCollector(decode, self.audio_limits, digests)
+
+        # Everything that depends on the checkpoint's family: prompt format, inputs, detokenizing.
+        self.family_adapter = make_family(model, processor, make_collector=make_collector,
+                                          feature_cache=self.feature_cache)
         self.info = WorkerInfo(
             checkpoint=checkpoint,
-            family="chat" if self._builder.is_chat else "base",
+            family=self.family_adapter.kind,
             device=placement.device,
             dtype=placement.dtype,
             random_weights=bool(getattr(model.config, "tiny_random", False)),
-            context_length=int(getattr(text_config, "max_position_embeddings", 8192)),
+            context_length=self.family_adapter.context_length,
             parameters=sum(p.numel() for p in model.parameters()),
+            model_family=self.family_adapter.name,
         )
         self._cv = threading.Condition()
         self._waiting: deque[_Request] = deque()
@@ -369,7 +372,7 @@ class ModelWorker:
     # ----------------------------------------------------------------------------- public API
     def prepare(self, messages: Sequence[dict[str, Any]]) -> PreparedPrompt:
         """Validate, decode and render ``messages`` without generating (raises the same errors as stream)."""
-        return self._builder.build(messages)
+        return self.family_adapter.build(messages)
 
     def stream(self, messages: Sequence[dict[str, Any]], params: GenerationParams | None = None) -> ReplyStream:
         """Queue a reply to ``messages`` and return the stream of its text pieces.
@@ -377,9 +380,9 @@ class ModelWorker:
         Bad audio, a malformed conversation or a prompt beyond the context raise here, before queueing.
         """
         params = params or GenerationParams()
-        prepared = self._builder.build(messages)
+        prepared = self.family_adapter.build(messages)
         with self._encode_lock:
-            inputs = self._encoder.encode(prepared.text, prepared.windows, prepared.window_keys)
+            inputs = self.family_adapter.encode(prepared)
         prompt_tokens = inputs.length
         room = self.info.context_length - prompt_tokens
         if room < 1:
@@ -482,25 +485,23 @@ class ModelWorker:
 
     def _generate_in_thread(self, request: _Request, on_tokens: Any) -> None:
         import torch
-        from transformers import DynamicCache
 
         inputs = request.inputs
         ids = inputs.input_ids[0].numpy()
-        hit = self.prefix_cache.lookup(ids, inputs.spans)
+        hit = self.prefix_cache.lookup(ids, inputs.spans, inputs.cache_tag)
         # With a static KV cache, generate() allocates its own (and nothing is kept for reuse).
-        kv = None if self.speedups.kv_cache != "dynamic" else (
-            hit.kv if hit else DynamicCache(config=self.model.config.get_text_config()))
+        kv = None if self.speedups.kv_cache != "dynamic" else (hit.kv if hit else self.family_adapter.new_cache())
         skipped = hit.windows_skipped if hit else 0
         request.reused_tokens = hit.length if hit else 0
         # Only the windows after the reused prefix go through the audio encoder.
         model_inputs = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
-                        **({"past_key_values": kv} if kv is not None else {}), **inputs.audio_inputs(skipped)}
+                        **({"cache": kv} if kv is not None else {}), **inputs.audio_inputs(skipped)}
         if hit:
             logger.debug("request %d reuses %d cached prompt tokens (%d audio windows)", request.id, hit.length, skipped)
         run_generate(self.model, model_inputs, request.generate_kwargs, request.seed, on_tokens, request.cancelled)
         if self.prefix_cache.enabled:
             with torch.inference_mode():
-                self.prefix_cache.store(ids, inputs.spans, kv)
+                self.prefix_cache.store(ids, inputs.spans, kv, inputs.cache_tag)
 
     def _generate_via_generator(self, request: _Request, on_tokens: Any) -> None:
         # The caller's context (Gradio's request, which ZeroGPU reads for the user's quota) travels
@@ -522,7 +523,7 @@ class ModelWorker:
 
         request.started.set()
         started = time.perf_counter()
-        detokenizer = self._new_detokenizer()
+        detokenizer = self.family_adapter.new_detokenizer()
         failed = False
 
         def on_tokens(chunk: list[int]) -> None:
@@ -556,8 +557,8 @@ class ModelWorker:
             logger.exception("request %d failed during generation", request.id)
             request.out.put(GenerationFailedError("Generation failed unexpectedly (the error was logged); please try again."))
         ids = detokenizer.token_ids
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        request.token_ids = ids
+        eos_ids = self.family_adapter.eos_ids
         if failed:
             request.finish_reason = "error"
         elif request.cancelled.is_set():

@@ -39,6 +39,7 @@ class FakeInfo:
     device: str = "cpu"
     dtype: str = "float32"
     random_weights: bool = False
+    model_family: str = "Qwen2-Audio"
 
     @property
     def label(self) -> str:

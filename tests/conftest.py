@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random checkpoints built locally (no hub), workers on them, generated audio."""
+"""Shared fixtures: tiny random checkpoints built locally (no hub) of both families, workers on them, generated audio."""
 
 from __future__ import annotations
 
@@ -36,6 +36,40 @@ def tiny_base_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen_audio_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random Qwen-Audio-Chat checkpoint in the hub's published layout (``model.tiny --family qwen-audio-chat``)."""
+    from model.families.qwen_audio.tiny import build_tiny_qwen_audio_checkpoint
+
+    return build_tiny_qwen_audio_checkpoint(tmp_path_factory.mktemp("tiny-qwen-audio-chat"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_audio_base_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random Qwen-Audio (base) checkpoint in the hub's published layout."""
+    from model.families.qwen_audio.tiny import build_tiny_qwen_audio_checkpoint
+
+    return build_tiny_qwen_audio_checkpoint(tmp_path_factory.mktemp("tiny-qwen-audio"), chat=False)
+
+
+@pytest.fixture(scope="session")
+def qwen_audio_worker(tiny_qwen_audio_checkpoint):
+    """The process-wide worker on the tiny Qwen-Audio-Chat checkpoint (CPU, float32)."""
+    from model import ModelWorker
+
+    return ModelWorker.from_pretrained(str(tiny_qwen_audio_checkpoint), device="cpu", dtype="float32")
+
+
+#: The chat families the family-agnostic worker tests run on.
+CHAT_FAMILIES = ("qwen2-audio", "qwen-audio-chat")
+
+
+@pytest.fixture(params=CHAT_FAMILIES)
+def any_worker(request):
+    """The shared worker of each chat family in turn (Qwen2-Audio-Instruct, Qwen-Audio-Chat)."""
+    return request.getfixturevalue("worker" if request.param == "qwen2-audio" else "qwen_audio_worker")
+
+
+@pytest.fixture(scope="session")
 def worker(tiny_checkpoint):
     """The process-wide worker on the tiny chat checkpoint (CPU, float32)."""
     from model import ModelWorker
@@ -52,10 +86,11 @@ def make_worker(tiny_checkpoint):
 
     made = []
 
-    def make(attention: str = "auto", **options):
+    def make(attention: str = "auto", checkpoint: Path | None = None, **options):
+        checkpoint = Path(checkpoint or tiny_checkpoint)
         placement = Placement("cpu", "float32", None)
-        model, processor = load_model_and_processor(tiny_checkpoint, placement, attention=attention)
-        made.append(ModelWorker(model, processor, checkpoint=str(tiny_checkpoint), placement=placement, **options))
+        model, processor = load_model_and_processor(checkpoint, placement, attention=attention)
+        made.append(ModelWorker(model, processor, checkpoint=str(checkpoint), placement=placement, **options))
         return made[-1]
 
     yield make

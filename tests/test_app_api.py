@@ -45,7 +45,7 @@ def test_api_page_lists_only_chat_with_the_documented_parameters(client):
     assert list(api["named_endpoints"]) == ["/chat"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/chat"]["parameters"]]
     assert names == ["message", "history", "system_prompt", "max_new_tokens", "temperature", "top_p", "top_k",
-                     "repetition_penalty", "seed"]
+                     "repetition_penalty", "seed", "task", "language", "timestamps"]
     assert api["unnamed_endpoints"] == {}
 
 
@@ -123,7 +123,7 @@ def test_out_of_range_settings_are_refused_with_a_sentence(client):
 
 def call_raw(server: str, history: list) -> str:
     """Call /chat over plain HTTP (no gradio_client upload step) and return the event stream's text."""
-    data = [{"text": "hi", "files": []}, history, "", 4, 0.0, 1.0, 0, 1.0, -1]
+    data = [{"text": "hi", "files": []}, history, "", 4, 0.0, 1.0, 0, 1.0, -1, "", "", False]
     base = server.rstrip("/") + "/gradio_api/call/chat"
     event_id = httpx.post(base, json={"data": data}, timeout=30).json()["event_id"]
     with httpx.stream("GET", f"{base}/{event_id}", timeout=60) as response:

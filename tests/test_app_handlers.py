@@ -36,7 +36,7 @@ def user_turn(handlers: ChatHandlers, path: Path, question: str) -> list[dict]:
 
 
 def run(handlers: ChatHandlers, history: list[dict], *settings, request=None) -> list[list[dict]]:
-    return list(handlers.respond(history, *(settings or SETTINGS), "transcribe", "", request or FakeRequest()))
+    return list(handlers.respond(history, *(settings or SETTINGS), "transcribe", "", False, request or FakeRequest()))
 
 
 def test_reply_streams_with_readable_times_and_clips(tmp_path, clip_audio):
@@ -155,7 +155,7 @@ def test_audio_not_uploaded_through_gradio_is_refused(tmp_path, clip_audio, toas
 def test_closing_the_reply_cancels_the_backend_stream(tmp_path):
     worker = ScriptedWorker(reply=lambda m, n: ["x"] * 100, delay=0.01)
     handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path)
-    steps = handlers.respond([{"role": "user", "content": "hi"}], *SETTINGS, "transcribe", "", FakeRequest())
+    steps = handlers.respond([{"role": "user", "content": "hi"}], *SETTINGS, "transcribe", "", False, FakeRequest())
     next(steps), next(steps)
     steps.close()  # what Gradio does on Stop, on a closed tab, or on a cancelled API job
     assert worker.cancelled == worker.streams
@@ -239,7 +239,7 @@ def test_a_new_question_refused_before_its_answer_goes_back_into_the_input(tmp_p
     handlers = ChatHandlers(ScriptedWorker(reply=reply), DemoConfig(), clips_dir=tmp_path)
     earlier = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "an answer"}]
     history = earlier + [{"role": "user", "content": "a very long question"}]
-    steps = list(handlers.answer(history, *SETTINGS, "transcribe", "", FakeRequest()))
+    steps = list(handlers.answer(history, *SETTINGS, "transcribe", "", False, FakeRequest()))
     chat, textbox = steps[-1]
     assert chat == earlier and textbox.value == {"text": "a very long question", "files": []}
     assert toasts == [TooLong.user_message]
@@ -251,5 +251,5 @@ def test_an_answer_cut_short_by_an_error_stays_in_the_chat(tmp_path, toasts):
 
     handlers = ChatHandlers(ScriptedWorker(reply=lambda m, n: ["Half ", OutOfMemory()]), DemoConfig(), clips_dir=tmp_path)
     history = [{"role": "user", "content": "hi"}]
-    chat, textbox = list(handlers.answer(history, *SETTINGS, "transcribe", "", FakeRequest()))[-1]
+    chat, textbox = list(handlers.answer(history, *SETTINGS, "transcribe", "", False, FakeRequest()))[-1]
     assert chat == history + [{"role": "assistant", "content": "Half "}] and textbox == gr.skip()

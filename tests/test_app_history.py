@@ -110,14 +110,18 @@ def test_derivation_is_pure():
     assert to_model_messages(history, system_prompt="s") == to_model_messages(before, system_prompt="s")
 
 
-def test_base_model_gets_one_audio_and_the_task_prompt():
+def test_base_model_gets_one_audio_and_the_task():
     history = [normalised("user", audio_component(A), text("ignored for transcription"))]
     assert to_model_messages(history, base_task=BaseTask("transcribe")) == [
         {"role": "user", "content": [{"type": "audio", "audio": A},
-                                     {"type": "text", "text": "Detect the language and recognize the speech:"}]}
+                                     {"type": "task", "task": "transcribe", "language": None, "timestamps": False,
+                                      "prompt": ""}]}
     ]
     translate = to_model_messages(history, base_task=BaseTask("translate", "fr"))
-    assert translate[0]["content"][-1]["text"] == "Translate the speech into French:"
+    assert translate[0]["content"][-1] == {"type": "task", "task": "translate", "language": "fr", "timestamps": False,
+                                           "prompt": ""}
+    timed = to_model_messages(history, base_task=BaseTask("transcribe", "en", timestamps=True))
+    assert timed[0]["content"][-1]["timestamps"] is True
 
 
 def test_base_model_follow_up_reuses_the_latest_audio_and_free_prompt():
@@ -127,7 +131,8 @@ def test_base_model_follow_up_reuses_the_latest_audio_and_free_prompt():
         normalised("user", text("Is the speaker happy?")),
     ]
     (message,) = to_model_messages(history, base_task=BaseTask("free"))
-    assert message["content"] == [{"type": "audio", "audio": B}, {"type": "text", "text": "Is the speaker happy?"}]
+    assert message["content"] == [{"type": "audio", "audio": B}, {"type": "task", "task": "free", "language": None,
+                                                                 "timestamps": False, "prompt": "Is the speaker happy?"}]
 
 
 def test_turns_group_consecutive_messages():

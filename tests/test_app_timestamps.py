@@ -45,3 +45,23 @@ def test_cut_clips_writes_playable_wavs_of_the_named_ranges(tmp_path):
             assert w.getframerate() == 16000
             assert abs(w.getnframes() / 16000 - (clip.end - clip.start)) < 0.01
     assert cut_clips("no times here", str(source), tmp_path / "clips") == []
+
+
+def test_times_in_a_reply_about_windowed_audio_are_shown_at_the_file_s_time_and_restore_to_the_tokens():
+    from app.timestamps import find_timestamps, render_timestamps, restore_timestamps, windows_of
+
+    reply = "<|0.00|>one<|29.50|><|0.40|>two<|12.00|><|3.00|>three<|4.25|><|1.00|>"
+    assert windows_of(75.0) == 3 and windows_of(30.0) == 1 and windows_of(2.0) == 1
+    # Backward jumps move to the next window, never past the last one.
+    assert find_timestamps(reply, windows=3) == [0.0, 29.5, 30.4, 42.0, 63.0, 64.25, 61.0]
+    shown = render_timestamps(reply, windows=3)
+    assert '<time datetime="PT30.40S" data-token="0.40">0:30.40</time>' in shown
+    assert '<time datetime="PT64.25S" data-token="4.25">1:04.25</time>' in shown
+    assert restore_timestamps(shown) == reply
+    assert find_timestamps(reply) == [0.0, 29.5, 0.4, 12.0, 3.0, 4.25, 1.0]  # one window: as written
+
+
+def test_a_range_named_twice_gets_one_clip():
+    from app.timestamps import clip_ranges
+
+    assert clip_ranges([13.89, 28.54, 13.89, 28.54], 30.0) == [(13.89, 28.54)]

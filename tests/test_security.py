@@ -33,38 +33,10 @@ from app.openai_api import OpenAIApi, api_routes
 from app.openai_protocol import ApiLimits
 from app_fixtures import ROOT, ScriptedWorker, component, gradio_call, serving
 from audio_samples import tone, write_wav
+from tripwire import Tripwire
 
 PASSWD = "root:x:0:0"
 SETTINGS = dict(system_prompt="", max_new_tokens=4, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, seed=-1)
-
-
-class Tripwire:
-    """A FIFO at ``path``: ``opened`` turns True if anything opens it for reading."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        os.mkfifo(path)
-        self._opened = threading.Event()
-        self._thread = threading.Thread(target=self._wait, daemon=True)
-        self._thread.start()
-
-    def _wait(self) -> None:
-        with open(self.path, "wb", buffering=0) as pipe:  # blocks until a reader opens the FIFO
-            self._opened.set()
-            try:
-                pipe.write(b"RIFF" + bytes(64))
-            except BrokenPipeError:
-                pass
-
-    @property
-    def opened(self) -> bool:
-        return self._opened.is_set()
-
-    def disarm(self) -> None:
-        if not self.opened:
-            with open(self.path, "rb"):  # release the writer thread
-                pass
-        self._thread.join(5)
 
 
 @pytest.fixture
@@ -94,7 +66,7 @@ def url(server):
 
 
 def chat_with_history(url: str, history: list) -> str:
-    return gradio_call(url, "chat", [{"text": "hi", "files": []}, history, "", 4, 0.0, 1.0, 0, 1.0, -1])
+    return gradio_call(url, "chat", [{"text": "hi", "files": []}, history, "", 4, 0.0, 1.0, 0, 1.0, -1, "", "", False])
 
 
 def file_item(path: str) -> dict:

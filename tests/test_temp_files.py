@@ -181,7 +181,7 @@ def test_a_turn_naming_a_deleted_upload_is_answered_with_a_sentence_and_the_serv
         history = [{"role": "user", "content": [component(path)]},
                    {"role": "user", "content": [{"type": "text", "text": "first"}]},
                    {"role": "assistant", "content": [{"type": "text", "text": "an answer"}]}]
-        events = gradio_call(url, "chat", [{"text": "follow-up", "files": []}, history, *GREEDY.values()])
+        events = gradio_call(url, "chat", [{"text": "follow-up", "files": []}, history, *GREEDY.values(), "", "", False])
         assert "event: error" in events and "gone-soon.wav is no longer on the server" in events, events
         assert client.predict({"text": "a new question", "files": []}, [], **GREEDY, api_name="/chat") == "an answer"
     finally:

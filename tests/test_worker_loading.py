@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from model import CheckpointLoadError, GenerationParams, ModelWorker
-from model.loading import checkpoint_ships_chat_template, locate_checkpoint, resolve_placement
+from model.families.qwen2_audio import checkpoint_ships_chat_template
+from model.loading import locate_checkpoint, resolve_placement
 
 GREEDY = GenerationParams(temperature=0, max_new_tokens=20)
 
@@ -55,7 +56,7 @@ def test_directory_without_config_or_of_another_model(tmp_path):
     with pytest.raises(CheckpointLoadError, match="no config.json"):
         locate_checkpoint(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(CheckpointLoadError, match="is a llama checkpoint, not Qwen2-Audio"):
+    with pytest.raises(CheckpointLoadError, match="is a llama checkpoint, not Qwen2-Audio .* or Qwen-Audio"):
         locate_checkpoint(str(tmp_path))
 
 

@@ -1,9 +1,11 @@
-"""One generation at a time, in FIFO order; closing a stream cancels it and frees the worker at once."""
+"""One generation at a time, in FIFO order; closing a stream cancels it and frees the worker at once (both families)."""
 
 from __future__ import annotations
 
 import threading
 import time
+
+import pytest
 
 from model import GenerationParams, ModelWorker
 
@@ -14,7 +16,8 @@ def ask(path, text="What is it?"):
     return [{"role": "user", "content": [{"type": "audio", "audio": str(path)}, {"type": "text", "text": text}]}]
 
 
-def test_closing_a_stream_frees_the_worker_before_the_cancelled_reply_would_have_finished(worker, audio_dir):
+def test_closing_a_stream_frees_the_worker_before_the_cancelled_reply_would_have_finished(any_worker, audio_dir):
+    worker = any_worker
     messages = ask(audio_dir / "tone_a.wav")
     started = time.perf_counter()
     full = worker.stream(messages, LONG)
@@ -37,7 +40,8 @@ def test_closing_a_stream_frees_the_worker_before_the_cancelled_reply_would_have
     assert not worker.busy
 
 
-def test_closing_a_waiting_stream_removes_it_from_the_queue(worker, audio_dir):
+def test_closing_a_waiting_stream_removes_it_from_the_queue(any_worker, audio_dir):
+    worker = any_worker
     running = worker.stream(ask(audio_dir / "tone_a.wav"), LONG)
     next(running)
     waiting = worker.stream(ask(audio_dir / "tone_b.wav"), LONG)
@@ -50,7 +54,8 @@ def test_closing_a_waiting_stream_removes_it_from_the_queue(worker, audio_dir):
     assert worker.generate(ask(audio_dir / "tone_c.wav"), GenerationParams(temperature=0, max_new_tokens=3)) is not None
 
 
-def test_requests_are_served_first_in_first_out_with_readable_positions(worker, audio_dir):
+def test_requests_are_served_first_in_first_out_with_readable_positions(any_worker, audio_dir):
+    worker = any_worker
     first = worker.stream(ask(audio_dir / "tone_a.wav"), LONG)
     assert first.wait_started(10)
     second = worker.stream(ask(audio_dir / "tone_b.wav"), GenerationParams(temperature=0, max_new_tokens=300, min_new_tokens=300))
@@ -67,7 +72,8 @@ def test_requests_are_served_first_in_first_out_with_readable_positions(worker, 
     assert len("".join(third)) > 0 and third.position is None
 
 
-def test_eight_threads_streaming_at_once_each_get_their_own_reply(worker, audio_dir):
+def test_eight_threads_streaming_at_once_each_get_their_own_reply(any_worker, audio_dir):
+    worker = any_worker
     params = GenerationParams(temperature=0, max_new_tokens=24)
     conversations = [ask(audio_dir / f"client_{i}.wav", f"Clip {i}: what is it?") for i in range(8)]
     expected = [worker.generate(c, params) for c in conversations]
@@ -101,12 +107,12 @@ def test_from_pretrained_is_a_thread_safe_singleton(tiny_checkpoint):
     assert ModelWorker.from_pretrained(str(tiny_checkpoint), device="cpu", dtype="float32") is workers[0]
 
 
-def test_full_queue_is_refused_with_a_busy_error(make_worker, audio_dir):
-    import pytest
-
+@pytest.mark.parametrize("family", ["qwen2-audio", "qwen-audio-chat"])
+def test_full_queue_is_refused_with_a_busy_error(make_worker, audio_dir, family, request):
     from model import WorkerBusyError
 
-    small = make_worker(max_queue=1)
+    checkpoint = None if family == "qwen2-audio" else request.getfixturevalue("tiny_qwen_audio_checkpoint")
+    small = make_worker(max_queue=1, checkpoint=checkpoint)
     try:
         running = small.stream(ask(audio_dir / "tone_a.wav"), LONG)
         assert running.wait_started(10)
