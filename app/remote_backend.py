@@ -64,6 +64,7 @@ class RemoteAudioInfo:
 @dataclass
 class RemotePrepared:
     audios: list[RemoteAudioInfo] = field(default_factory=list)
+    task: dict[str, Any] | None = None  # a base checkpoint's task, sent as the request's "task" extension
 
 
 def float_wav_bytes(samples: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
@@ -205,9 +206,14 @@ class RemoteBackend:
             return content
         parts = []
         for item in content:
-            if item.get("type") == "audio" or ("type" not in item and "audio" in item):
+            if item.get("type") == "task":
+                prepared.task = {k: v for k, v in item.items() if k != "type"}
+            elif item.get("type") == "audio" or ("type" not in item and "audio" in item):
                 audio = item["audio"]
-                samples = audio if isinstance(audio, np.ndarray) else decode_audio(audio, self.audio_limits)
+                # Decoded here as the server's model family decodes (Qwen-Audio: 16-bit samples), and sent
+                # as float samples that its decoder reads back exactly.
+                pcm = "s16" if self.info.model_family == "Qwen-Audio" else "f32"
+                samples = audio if isinstance(audio, np.ndarray) else decode_audio(audio, self.audio_limits, pcm=pcm)
                 seconds = len(samples) / SAMPLE_RATE
                 name = "<array>" if isinstance(audio, np.ndarray) else os.path.basename(os.fspath(audio))
                 prepared.audios.append(RemoteAudioInfo(name, seconds, max(1, math.ceil(seconds / self.audio_limits.window_seconds))))
@@ -227,6 +233,8 @@ class RemoteBackend:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if prepared.task is not None:
+            body["task"] = prepared.task
         for ours, theirs in (("max_new_tokens", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"),
                              ("top_k", "top_k"), ("repetition_penalty", "repetition_penalty"), ("seed", "seed")):
             value = getattr(params, ours)

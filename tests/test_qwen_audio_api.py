@@ -130,3 +130,44 @@ def test_a_task_is_refused_with_a_sentence_where_it_does_not_fit(served):
     with pytest.raises(openai.BadRequestError, match=sentence):
         client.chat.completions.create(model=checkpoint, messages=[{"role": "user", "content": "hi"}],
                                        extra_body={"task": task})
+
+
+def test_the_remote_backend_gives_the_reference_replies(served):
+    """--backend openai against a demo serving the checkpoint: decoded here as the family decodes, the
+    task sent along for the base model; the replies are the original's."""
+    from app.remote_backend import RemoteBackend
+    from model import GenerationParams
+
+    checkpoint, url = served
+    remote = RemoteBackend(url)
+    try:
+        assert remote.info.model_family == "Qwen-Audio"
+        assert remote.info.family == ("chat" if checkpoint == "tiny-chat" else "base")
+        for name in _cases_for(checkpoint):
+            case = fx.case(name)
+            with remote.stream(fx.messages_of(case), GenerationParams(temperature=0, max_new_tokens=24)) as reply:
+                assert "".join(reply) == _reference_reply(case), name
+    finally:
+        remote.shutdown()
+
+
+def test_the_remote_backend_sends_the_samples_the_server_s_own_decoding_gives(served, tmp_path):
+    """A 44.1 kHz stereo mp3: what the remote side sends decodes, on the server, to exactly the samples the
+    server gets from the file itself (a float decode would differ by a step of 16-bit rounding)."""
+    import numpy as np
+
+    from app.remote_backend import RemotePrepared, RemoteBackend
+    from model.audio import decode_audio
+
+    _, url = served
+    remote = RemoteBackend(url)
+    try:
+        mp3 = fx.audio("audio/chirp_stereo.mp3")
+        (part,) = remote._content([{"type": "audio", "audio": str(mp3)}], RemotePrepared())
+        sent = tmp_path / "sent.wav"
+        sent.write_bytes(base64.b64decode(part["input_audio"]["data"]))
+        direct = decode_audio(mp3, pcm="s16")
+        assert np.array_equal(decode_audio(sent, pcm="s16"), direct)
+        assert not np.array_equal(decode_audio(mp3), direct)  # the other decoding is not the same
+    finally:
+        remote.shutdown()
