@@ -46,3 +46,18 @@ def test_an_unknown_choice_is_refused_with_the_choices():
         Speedups(kv_cache="paged")
     with pytest.raises(ValueError, match="attention must be one of"):
         Speedups(attention="flash")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_qwen_audio_greedy_ids_equal_the_original_with_each_speedup(name, make_worker, tmp_path):
+    """On the checkpoint whose short seq_length turns dynamic NTK and logn attention on: the reference ids
+    of the original code (the alpha of the prefill is kept through a static cache and compiled steps too)."""
+    import qwen_audio_fixture as fx
+
+    speedups = CASES[name]
+    fast = make_worker(attention=speedups.attention, speedups=speedups,
+                       checkpoint=fx.checkpoint("tiny-chat-seq32", tmp_path))
+    for case in (fx.case("seq32_ntk_logn"), fx.case("seq32_history_alpha_change")):
+        with fast.stream(fx.messages_of(case), GREEDY.merged(max_new_tokens=24)) as reply:
+            "".join(reply)
+        assert reply.token_ids == fx.expected_reply_ids(case), case["name"]

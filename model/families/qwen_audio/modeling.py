@@ -370,16 +370,20 @@ class QwenAudioModel(QwenAudioPreTrainedModel):
             cache = DynamicCache(config=self.config)
         length = inputs_embeds.shape[1]
         past = cache.get_seq_length() if cache is not None else 0
+        padded = isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2 and not bool(attention_mask.all())
         if position_ids is None:
-            if attention_mask is not None and attention_mask.ndim == 2 and not bool(attention_mask.all()):
+            if padded:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
             else:
                 position_ids = torch.arange(past, past + length, device=inputs_embeds.device)[None, :]
         alpha = self._ntk_alpha(cache, past, past + length)
         rotary = self._rotary(position_ids, alpha)
         logn = self._logn(position_ids)
-        mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                  cache=cache, position_ids=position_ids)
+        if isinstance(attention_mask, dict):  # prepared by generate() for a static cache
+            mask = attention_mask["full_attention"]
+        else:
+            mask = create_causal_mask(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                      cache=cache, position_ids=position_ids)
         hidden = self.drop(inputs_embeds)
         for block in self.h:
             hidden = block(hidden, rotary, logn, mask, cache, **kwargs)
