@@ -27,10 +27,26 @@ def test_default_yaml_spells_out_exactly_the_defaults():
     assert data == defaults
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "cpu-tryout.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "cpu-tryout.yaml", "gpu.yaml", "qwen-audio-chat.yaml"])
 def test_every_shipped_preset_loads(name):
     config = load_config(["--config", str(CONFIGS / name)], environ={})
     assert isinstance(config, DemoConfig)
+
+
+def test_every_preset_in_the_folder_is_tested():
+    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == ["cpu-tryout.yaml", "default.yaml", "gpu.yaml",
+                                                              "qwen-audio-chat.yaml"]
+
+
+def test_the_qwen_audio_chat_preset_carries_that_checkpoint_s_own_sampling_defaults():
+    import json
+
+    from qwen_audio_fixture import FIXTURE
+
+    config = load_config(["--config", str(CONFIGS / "qwen-audio-chat.yaml")], environ={})
+    published = json.loads((FIXTURE / "tiny-chat" / "generation_config.json").read_text())  # the hub's values
+    assert config.checkpoint_path == "Qwen/Qwen-Audio-Chat"
+    assert (config.top_p, config.top_k, config.repetition_penalty) == (published["top_p"], published["top_k"], 1.0)
 
 
 def test_cpu_tryout_preset_is_cpu_and_greedy():
