@@ -18,6 +18,8 @@ from .errors import (
     GenerationOutOfMemoryError,
     WorkerBusyError,
     WorkerError,
+    WorkerRestartedError,
+    WorkerStoppedError,
 )
 from .loading import DEFAULT_CHECKPOINT
 from .params import GenerationParams, InvalidParamsError
@@ -28,5 +30,5 @@ __all__ = [
     "BASE_TASKS", "BASE_TASK_LANGUAGES", "CheckpointLoadError", "ContextTooLongError", "ConversationError",
     "DEFAULT_CHECKPOINT", "GenerationFailedError", "GenerationOutOfMemoryError", "GenerationParams",
     "InvalidParamsError", "ModelWorker", "PreparedPrompt", "ReplyStream", "SAMPLE_RATE", "Speedups", "WorkerBusyError",
-    "WorkerError", "WorkerInfo", "base_task_prompt", "decode_audio", "split_windows",
+    "WorkerError", "WorkerInfo", "WorkerRestartedError", "WorkerStoppedError", "base_task_prompt", "decode_audio", "split_windows",
 ]

@@ -76,3 +76,15 @@ class WorkerBusyError(WorkerError):
     """The request queue is full."""
 
     status = 429
+
+
+class WorkerRestartedError(WorkerError):
+    """The generation thread had stopped; a new one serves from now on, the request may be sent again."""
+
+    status = 503
+
+
+class WorkerStoppedError(WorkerError):
+    """The worker is shutting down (or has): it takes no more requests."""
+
+    status = 503

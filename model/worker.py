@@ -30,6 +30,8 @@ from .errors import (
     GenerationOutOfMemoryError,
     WorkerBusyError,
     WorkerError,
+    WorkerRestartedError,
+    WorkerStoppedError,
 )
 from .loading import DEFAULT_CHECKPOINT, Placement, load_model_and_processor, locate_checkpoint, resolve_placement
 from . import zerogpu
@@ -41,6 +43,11 @@ from .prefix_cache import PrefixCache
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+#: How often a reader waiting for the next piece checks that a generation thread is still there to send it.
+_LIVENESS_POLL_S = 0.5
+FAILED = "Generation failed unexpectedly (the error was logged); please try again."
+RESTARTED = "The model worker stopped unexpectedly and has been restarted; please send your message again."
+STOPPED = "The model worker is shutting down; it takes no more requests."
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,20 @@ class _Request:
         self.finish_reason: str | None = None  # "stop", "length", "cancelled" or "error"
         self.enqueued_at = time.perf_counter()
         self.context = contextvars.copy_context()
+        self._end_lock = threading.Lock()
+
+    def end(self, reason: str, error: BaseException | None = None) -> bool:
+        """End the request once (later calls do nothing and return False): the reason is set first, then
+        the error (if any) and the end of the stream are queued, so a reader that sees either finds the reason."""
+        with self._end_lock:
+            if self.finished.is_set():
+                return False
+            self.finish_reason = reason
+            if error is not None:
+                self.out.put(error)
+            self.finished.set()
+            self.out.put(_DONE)
+            return True
 
 
 class ReplyStream(Iterator[str]):
@@ -181,8 +202,18 @@ class ReplyStream(Iterator[str]):
         return self._worker._position(self._request)
 
     def wait_started(self, timeout: float | None = None) -> bool:
-        """Block until generation of this request has begun (True) or ``timeout`` passes (False)."""
-        return self._request.started.wait(timeout)
+        """Block until generation of this request has begun (True), or ``timeout`` passes or the request
+        ends without starting (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._request.started.is_set():
+            if self._request.finished.is_set():
+                return False
+            left = _LIVENESS_POLL_S if deadline is None else min(_LIVENESS_POLL_S, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            if not self._request.started.wait(left):
+                self._worker._check_alive()
+        return True
 
     def __iter__(self) -> "ReplyStream":
         return self
@@ -190,8 +221,12 @@ class ReplyStream(Iterator[str]):
     def __next__(self) -> str:
         if self._closed:
             raise StopIteration
-        item = self._held if self._held is not None else self._request.out.get()
-        self._held = None
+        item, self._held = self._held, None
+        while item is None:
+            try:
+                item = self._request.out.get(timeout=_LIVENESS_POLL_S)
+            except queue.Empty:  # nothing yet: is there still a thread that can answer?
+                self._worker._check_alive()
         if item is _DONE:
             self._closed = True
             raise StopIteration
@@ -397,7 +432,11 @@ class ModelWorker:
         if "min_new_tokens" in generate_kwargs:
             generate_kwargs["min_new_tokens"] = min(generate_kwargs["min_new_tokens"], generate_kwargs["max_new_tokens"])
         request = _Request(inputs, generate_kwargs, params.seed, prepared)
+        if not self._check_alive():
+            raise WorkerRestartedError(RESTARTED)
         with self._cv:
+            if self._stopping:
+                raise WorkerStoppedError(STOPPED)
             if self.max_queue is not None and len(self._waiting) >= self.max_queue:
                 raise WorkerBusyError("The model is busy with other requests; please try again in a moment.")
             self._waiting.append(request)
@@ -434,6 +473,10 @@ class ModelWorker:
                 self._running.cancelled.set()
             self._cv.notify_all()
         self._thread.join(timeout)
+        with self._cv:  # the thread ends the waiting requests; if it was dead, nobody else would
+            waiting, self._waiting = list(self._waiting), deque()
+        for request in waiting:
+            request.end("cancelled", WorkerStoppedError(STOPPED))
         with self._instances_lock:
             for key, worker in list(self._instances.items()):
                 if worker is self:
@@ -457,10 +500,23 @@ class ModelWorker:
                 self._waiting.remove(request)
             except ValueError:
                 return  # already running (stops after the current token) or finished
-        request.finish_reason = "cancelled"
-        request.finished.set()
-        request.out.put(_DONE)
-        logger.info("request %d cancelled while waiting", request.id)
+        if request.end("cancelled"):
+            logger.info("request %d cancelled while waiting", request.id)
+
+    def _check_alive(self) -> bool:
+        """Restart the generation thread if it has died; the requests that waited for it end with a
+        sentence (they may be sent again). Returns whether it was alive."""
+        with self._cv:
+            if self._thread.is_alive() or self._stopping:
+                return True
+            waiting, self._waiting = list(self._waiting), deque()
+            running, self._running = self._running, None
+            self._thread = threading.Thread(target=self._serve, name="model-worker", daemon=True)
+            self._thread.start()
+        logger.error("the generation thread had stopped; started a new one (%d waiting request(s) ended)", len(waiting))
+        for request in ([running] if running is not None else []) + waiting:
+            request.end("error", WorkerRestartedError(RESTARTED))
+        return False
 
     def _serve(self) -> None:
         while True:
@@ -468,20 +524,25 @@ class ModelWorker:
                 while not self._waiting and not self._stopping:
                     self._cv.wait()
                 if self._stopping:
-                    for request in self._waiting:
-                        request.finished.set()
-                        request.out.put(_DONE)
-                    self._waiting.clear()
-                    return
+                    waiting, self._waiting = list(self._waiting), deque()
+                    break
                 request = self._waiting.popleft()
                 self._running = request
+            # Whatever happens from here on, this request ends with a reason. An exception ends only it; a
+            # BaseException that ends the thread (SystemExit...) still ends it, and the next caller finds
+            # the thread dead (``_check_alive``).
+            reason, error = "error", WorkerRestartedError(RESTARTED)
             try:
-                self._run(request)
+                reason, error = self._run(request)
+            except Exception:  # noqa: BLE001 - a failure outside _run's own handling
+                logger.exception("request %d failed outside generation", request.id)
+                reason, error = "error", GenerationFailedError(FAILED)
             finally:
                 with self._cv:
                     self._running = None
-                request.finished.set()
-                request.out.put(_DONE)
+                request.end(reason, error)
+        for request in waiting:
+            request.end("cancelled", WorkerStoppedError(STOPPED))
 
     def _generate_in_thread(self, request: _Request, on_tokens: Any) -> None:
         import torch
@@ -518,22 +579,24 @@ class ModelWorker:
         finally:
             request.context.run(tokens.close)  # stops generate() after the token in progress
 
-    def _run(self, request: _Request) -> None:
+    def _run(self, request: _Request) -> tuple[str, WorkerError | None]:
+        """Generate ``request``'s reply into its queue; return its finish reason and the error, if any."""
         import torch
 
         request.started.set()
         started = time.perf_counter()
-        detokenizer = self.family_adapter.new_detokenizer()
-        failed = False
-
-        def on_tokens(chunk: list[int]) -> None:
-            for token_id in chunk:
-                request.completion_tokens += 1
-                piece = detokenizer.push(token_id)
-                if piece:
-                    request.out.put(piece)
-
+        error: WorkerError | None = None
+        detokenizer = None
         try:
+            detokenizer = self.family_adapter.new_detokenizer()
+
+            def on_tokens(chunk: list[int]) -> None:
+                for token_id in chunk:
+                    request.completion_tokens += 1
+                    piece = detokenizer.push(token_id)
+                    if piece:
+                        request.out.put(piece)
+
             if self._zerogpu:
                 self._generate_via_generator(request, on_tokens)
             else:
@@ -542,34 +605,30 @@ class ModelWorker:
             if rest:
                 request.out.put(rest)
         except torch.OutOfMemoryError:
-            failed = True
             logger.warning("request %d ran out of device memory", request.id)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            request.out.put(GenerationOutOfMemoryError(
+            error = GenerationOutOfMemoryError(
                 "The GPU ran out of memory for this request; try shorter audio, fewer clips or a lower max new tokens."
-            ))
+            )
         except WorkerError as exc:
-            failed = True
-            request.out.put(exc)
+            error = exc
         except Exception:  # noqa: BLE001 - any failure becomes a message; the worker keeps serving
-            failed = True
             logger.exception("request %d failed during generation", request.id)
-            request.out.put(GenerationFailedError("Generation failed unexpectedly (the error was logged); please try again."))
-        ids = detokenizer.token_ids
+            error = GenerationFailedError(FAILED)
+        ids = detokenizer.token_ids if detokenizer is not None else []
         request.token_ids = ids
-        eos_ids = self.family_adapter.eos_ids
-        if failed:
-            request.finish_reason = "error"
+        if error is not None:
+            reason = "error"
         elif request.cancelled.is_set():
-            request.finish_reason = "cancelled"
-        elif ids and ids[-1] in eos_ids:
-            request.finish_reason = "stop"
+            reason = "cancelled"
+        elif ids and ids[-1] in self.family_adapter.eos_ids:
+            reason = "stop"
         else:
-            request.finish_reason = "length"
-        elapsed = time.perf_counter() - started
+            reason = "length"
         logger.info(
             "request %d %s: %d tokens in %.2f s (waited %.2f s)",
-            request.id, request.finish_reason, request.completion_tokens, elapsed, started - request.enqueued_at,
+            request.id, reason, request.completion_tokens, time.perf_counter() - started,
+            started - request.enqueued_at,
         )
-
+        return reason, error
