@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from model.audio import AudioLimits
 from model.params import GenerationParams
 
 __all__ = ["AudioNote", "BackendInfo", "ChatBackend", "GenerationParams", "ReplyStreamLike", "updates",
@@ -75,6 +76,11 @@ class ChatBackend(Protocol):
 
     def stream(self, messages: Sequence[dict[str, Any]], params: GenerationParams | None = None) -> ReplyStreamLike:
         """Queue a reply. Errors a user can fix raise here or from ``next()`` carrying ``user_message``."""
+
+    def decode_audio(self, path: str, limits: AudioLimits) -> Any:
+        """``path`` as 16 kHz mono float32 samples, decoded as the model decodes it and from the same cache
+        (so checking a file, sending it and cutting clips from it cost one ffmpeg run); raises the model
+        layer's AudioError with a sentence naming the file."""
 
 
 def updates(reply: Any, interval_s: float = 0.0) -> Iterator[str]:

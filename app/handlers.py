@@ -27,7 +27,7 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
+from model.audio import SAMPLE_RATE, AudioLimits
 from model.params import InvalidParamsError
 
 from .backend import ChatBackend, GenerationParams, updates, user_message_of
@@ -141,7 +141,6 @@ class ChatHandlers:
         self.files = files  # told which session uses which file, so that files go when sessions end
         self.limits = AudioLimits(max_seconds=config.max_audio_seconds, max_bytes=config.max_upload_bytes)
         self.is_base = backend.family == "base"
-        self._seconds: dict[tuple[str, float], float] = {}  # decoded durations, shared by validate and echo
 
     # ------------------------------------------------------------------ shared with the API
     def model_messages(self, history: Sequence[Message], system_prompt: str, base_task: BaseTask | None,
@@ -209,13 +208,9 @@ class ChatHandlers:
 
     # ------------------------------------------------------------------ page events
     def audio_seconds(self, path: str) -> float:
-        """Decode ``path`` (as the worker will) and return its duration; raises the model's AudioError."""
-        key = (path, os.path.getmtime(path) if os.path.exists(path) else 0.0)
-        if key not in self._seconds:
-            if len(self._seconds) > 256:
-                self._seconds.clear()
-            self._seconds[key] = len(decode_audio(path, self.limits)) / SAMPLE_RATE
-        return self._seconds[key]
+        """The duration of ``path``, decoded by the backend as the model will decode it (and kept in the
+        backend's cache for the reply and its clips); raises the model's AudioError."""
+        return len(self.backend.decode_audio(path, self.limits)) / SAMPLE_RATE
 
     def validate_user_turn(self, message: dict | None, history: list[Message] | None,
                            request: gr.Request) -> tuple[Any, Any]:
@@ -358,7 +353,7 @@ class ChatHandlers:
         if "<|" not in reply or not audios:
             return []
         try:
-            clips = cut_clips(reply, audios[-1], self.clips_dir, self.limits)
+            clips = cut_clips(reply, audios[-1], self.clips_dir, self.limits, decode=self.backend.decode_audio)
         except Exception:  # noqa: BLE001 - clips are a bonus; the answer stands without them
             logger.warning("could not cut clips from %s", audios[-1], exc_info=True)
             gr.Warning(say("clip_failed", lang, name=os.path.basename(audios[-1])))

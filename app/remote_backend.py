@@ -11,6 +11,7 @@ stream, which makes the server stop generating.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import logging
@@ -24,6 +25,7 @@ import httpx
 import numpy as np
 
 from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
+from model.caches import FileDigests, LruCache, cached_decoder
 from model.params import GenerationParams
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ class RemoteBackendError(Exception):
         super().__init__(user_message)
         self.user_message = user_message
         self.status = status
+
+
+#: Decoded audio the remote backend keeps for the page's checks, the requests and the clips.
+AUDIO_CACHE_MB = 256
 
 
 @dataclass(frozen=True)
@@ -187,10 +193,20 @@ class RemoteBackend:
             random_weights=bool(entry.get("random_weights", False)),
         )
         logger.info("remote backend: %s", self.info.label)
+        # Decoded here as the server's model family decodes (Qwen-Audio: 16-bit samples), and sent as float
+        # samples that its decoder reads back exactly; one ffmpeg run per distinct file while it is cached.
+        pcm = "s16" if self.info.model_family == "Qwen-Audio" else "f32"
+        decode = decode_audio if pcm == "f32" else functools.partial(decode_audio, pcm=pcm)
+        self._decode = cached_decoder(decode, LruCache(AUDIO_CACHE_MB << 20, name="decoded audio"), FileDigests())
 
     @property
     def family(self) -> str:
         return self.info.family
+
+    def decode_audio(self, path: str, limits: AudioLimits | None = None) -> np.ndarray:
+        """``path`` decoded here as the server's model family decodes it, kept by content for the page's
+        checks, the request and the clips."""
+        return self._decode(os.fspath(path), limits or self.audio_limits)
 
     def _models(self) -> list[dict[str, Any]]:
         try:
@@ -212,8 +228,7 @@ class RemoteBackend:
                 audio = item["audio"]
                 # Decoded here as the server's model family decodes (Qwen-Audio: 16-bit samples), and sent
                 # as float samples that its decoder reads back exactly.
-                pcm = "s16" if self.info.model_family == "Qwen-Audio" else "f32"
-                samples = audio if isinstance(audio, np.ndarray) else decode_audio(audio, self.audio_limits, pcm=pcm)
+                samples = audio if isinstance(audio, np.ndarray) else self.decode_audio(audio, self.audio_limits)
                 seconds = len(samples) / SAMPLE_RATE
                 name = "<array>" if isinstance(audio, np.ndarray) else os.path.basename(os.fspath(audio))
                 prepared.audios.append(RemoteAudioInfo(name, seconds, max(1, math.ceil(seconds / self.audio_limits.window_seconds))))

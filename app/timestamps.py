@@ -20,6 +20,7 @@ import math
 import re
 import uuid
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,15 +139,17 @@ def _write_wav(path: Path, samples: np.ndarray) -> None:
         out.writeframes(pcm.tobytes())
 
 
-def cut_clips(reply: str, audio_path: str, out_dir: Path, limits: AudioLimits = AudioLimits()) -> list[Clip]:
+def cut_clips(reply: str, audio_path: str, out_dir: Path, limits: AudioLimits = AudioLimits(),
+              decode: Callable[[str, AudioLimits], np.ndarray] = decode_audio) -> list[Clip]:
     """Cut a WAV clip of ``audio_path`` for every range the timestamps in ``reply`` name.
 
-    Clips go to a new folder under ``out_dir``. Returns [] when the reply has no timestamps.
+    Clips go to a new folder under ``out_dir``. Returns [] when the reply has no timestamps. ``decode``
+    gives the samples (the backend's, whose cache already holds the file the reply was about).
     Raises the model layer's AudioError if the audio cannot be decoded.
     """
     if not _TOKEN.search(reply):
         return []
-    samples = decode_audio(audio_path, limits)
+    samples = decode(audio_path, limits)
     duration = len(samples) / SAMPLE_RATE
     times = find_timestamps(reply, windows_of(duration, limits.window_seconds), limits.window_seconds)
     ranges = clip_ranges(times, duration)

@@ -191,6 +191,10 @@ class AudioCollector:
         self._digest = digest or file_digest
         self.limits = limits
 
+    def decode(self, path: str | os.PathLike, limits: AudioLimits | None = None) -> np.ndarray:
+        """``path`` decoded as this family's model uses it, through the same (cached) decoder."""
+        return self._decode(os.fspath(path), limits or self.limits)
+
     def _load(self, audio: Any) -> np.ndarray:
         if isinstance(audio, np.ndarray):
             samples = np.asarray(audio, dtype=np.float32).reshape(-1)

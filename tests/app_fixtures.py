@@ -111,6 +111,11 @@ class ScriptedWorker:
     def family(self) -> str:
         return self.info.family
 
+    def decode_audio(self, path: str, limits: Any = None) -> Any:
+        from model.audio import AudioLimits, decode_audio
+
+        return decode_audio(path, limits or AudioLimits())
+
     def stream(self, messages: Sequence[dict], params: Any = None) -> ScriptedStream:
         messages = list(messages)
         self.calls.append(messages)
