@@ -27,7 +27,7 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from model.audio import SAMPLE_RATE, AudioLimits
+from model.audio import SAMPLE_RATE, AudioLimits, window_count
 from model.params import InvalidParamsError
 
 from .backend import ChatBackend, GenerationParams, updates, user_message_of
@@ -44,7 +44,7 @@ from .history import (
 )
 from .i18n import language_of, say
 from .temp_files import TempFiles
-from .timestamps import cut_clips, render_timestamps, windows_of
+from .timestamps import cut_clips, render_timestamps
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,8 @@ class ChatHandlers:
         shown at the whole file's time."""
         audios = audio_paths(history)
         try:
-            return windows_of(self.audio_seconds(audios[-1]), self.limits.window_seconds) if audios else 1
+            return max(1, window_count(len(self.backend.decode_audio(audios[-1], self.limits)), self.limits)) \
+                if audios else 1
         except Exception:  # noqa: BLE001 - the request itself reports unusable audio
             return 1
 

@@ -15,7 +15,6 @@ import functools
 import io
 import json
 import logging
-import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
+from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, window_count
 from model.caches import FileDigests, LruCache, cached_decoder
 from model.params import GenerationParams
 
@@ -231,7 +230,7 @@ class RemoteBackend:
                 samples = audio if isinstance(audio, np.ndarray) else self.decode_audio(audio, self.audio_limits)
                 seconds = len(samples) / SAMPLE_RATE
                 name = "<array>" if isinstance(audio, np.ndarray) else os.path.basename(os.fspath(audio))
-                prepared.audios.append(RemoteAudioInfo(name, seconds, max(1, math.ceil(seconds / self.audio_limits.window_seconds))))
+                prepared.audios.append(RemoteAudioInfo(name, seconds, max(1, window_count(len(samples), self.audio_limits))))
                 data = base64.b64encode(float_wav_bytes(np.asarray(samples, dtype=np.float32))).decode("ascii")
                 parts.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
             else:

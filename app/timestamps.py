@@ -16,7 +16,6 @@ the whole file's time; the element keeps the model's own token in ``data-token``
 from __future__ import annotations
 
 import logging
-import math
 import re
 import uuid
 import wave
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
+from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, window_count
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +54,6 @@ def window_offsets(times: list[float], windows: int = 1, window_seconds: float =
         offsets.append(window * window_seconds)
         previous = t
     return offsets
-
-
-def windows_of(seconds: float, window_seconds: float = WINDOW_SECONDS) -> int:
-    """How many encoder windows audio of ``seconds`` becomes (1 for up to one window)."""
-    return max(1, math.ceil(seconds / window_seconds - 1e-9))
 
 
 def render_timestamps(text: str, windows: int = 1, window_seconds: float = WINDOW_SECONDS) -> str:
@@ -151,7 +145,7 @@ def cut_clips(reply: str, audio_path: str, out_dir: Path, limits: AudioLimits = 
         return []
     samples = decode(audio_path, limits)
     duration = len(samples) / SAMPLE_RATE
-    times = find_timestamps(reply, windows_of(duration, limits.window_seconds), limits.window_seconds)
+    times = find_timestamps(reply, max(1, window_count(len(samples), limits)), limits.window_seconds)
     ranges = clip_ranges(times, duration)
     folder = Path(out_dir) / uuid.uuid4().hex
     folder.mkdir(parents=True, exist_ok=True)

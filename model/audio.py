@@ -40,7 +40,7 @@ import numpy as np
 
 from model.errors import AudioDecodeError, AudioTooLargeError, AudioTooLongError
 
-__all__ = ["SAMPLE_RATE", "AudioLimits", "decode_audio", "split_windows"]
+__all__ = ["SAMPLE_RATE", "AudioLimits", "decode_audio", "split_windows", "window_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +220,15 @@ def decode_audio(
     return samples
 
 
+def _window_samples(limits: AudioLimits) -> int:
+    return max(1, int(round(limits.window_seconds * SAMPLE_RATE)))
+
+
+def window_count(n_samples: int, limits: AudioLimits = AudioLimits()) -> int:
+    """How many windows :func:`split_windows` cuts ``n_samples`` samples into (75 s: 3, 60 s: 2, 0: 0)."""
+    return -(-int(n_samples) // _window_samples(limits))
+
+
 def split_windows(samples: np.ndarray, limits: AudioLimits = AudioLimits()) -> list[np.ndarray]:
     """Cut ``samples`` into consecutive windows the encoder can see.
 
@@ -232,7 +241,7 @@ def split_windows(samples: np.ndarray, limits: AudioLimits = AudioLimits()) -> l
     if x.ndim != 1:
         raise ValueError(f"split_windows expects 1-D mono samples, got shape {x.shape}")
     x = x.astype(np.float32, copy=False)
-    window = max(1, int(round(limits.window_seconds * SAMPLE_RATE)))
+    window = _window_samples(limits)
     min_len = min(window, int(round(limits.min_seconds * SAMPLE_RATE)))
     windows = []
     for start in range(0, len(x), window):

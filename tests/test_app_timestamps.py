@@ -48,10 +48,11 @@ def test_cut_clips_writes_playable_wavs_of_the_named_ranges(tmp_path):
 
 
 def test_times_in_a_reply_about_windowed_audio_are_shown_at_the_file_s_time_and_restore_to_the_tokens():
-    from app.timestamps import find_timestamps, render_timestamps, restore_timestamps, windows_of
+    from app.timestamps import find_timestamps, render_timestamps, restore_timestamps
+    from model.audio import window_count
 
     reply = "<|0.00|>one<|29.50|><|0.40|>two<|12.00|><|3.00|>three<|4.25|><|1.00|>"
-    assert windows_of(75.0) == 3 and windows_of(30.0) == 1 and windows_of(2.0) == 1
+    assert window_count(75 * 16000) == 3 and window_count(30 * 16000) == 1 and window_count(2 * 16000) == 1
     # Backward jumps move to the next window, never past the last one.
     assert find_timestamps(reply, windows=3) == [0.0, 29.5, 30.4, 42.0, 63.0, 64.25, 61.0]
     shown = render_timestamps(reply, windows=3)

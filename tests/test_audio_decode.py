@@ -481,3 +481,10 @@ def test_too_long_reason_falls_back_when_ffprobe_is_missing(tmp_path, monkeypatc
     with pytest.raises(AudioTooLongError) as info:
         decode_audio(path, AudioLimits(max_seconds=1.0))
     assert_clear_error(info.value, path, "the audio is longer than the limit of 1 s")
+
+
+def test_window_count_is_the_number_of_windows_split_windows_cuts():
+    from model.audio import window_count
+
+    for n in (0, 1, 1599, 16000, 480000 - 1, 480000, 480001, 960000, 75 * 16000):
+        assert window_count(n) == len(split_windows(np.zeros(n, dtype=np.float32))), n
