@@ -16,23 +16,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from model.conversation import BaseTask as ModelTask
+from model.conversation import BaseTask
 
 from .timestamps import restore_timestamps
 
 Message = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class BaseTask:
-    """For base checkpoints: the task the page's selector chose (see ``model.BASE_TASKS``)."""
-
-    task: str = "transcribe"
-    language: str | None = None
-    timestamps: bool = False  # Qwen-Audio: ask for <|2.33|>-style times
 
 
 @dataclass
@@ -171,8 +162,7 @@ def _base_messages(all_turns: list[Turn], base_task: BaseTask) -> list[Message]:
         return []
     last = users[-1]
     audios = last.audios or next(([t.audios[-1]] for t in reversed(users) if t.audios), [])
-    prompt = last.text.strip() if base_task.task == "free" else ""
-    task = ModelTask(base_task.task, base_task.language or None, base_task.timestamps, prompt)
+    task = replace(base_task, prompt=last.text.strip() if base_task.task == "free" else "")
     content: list[dict[str, Any]] = [{"type": "audio", "audio": a} for a in audios]
     content.append(task.as_item())
     return [{"role": "user", "content": content}]
