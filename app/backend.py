@@ -27,6 +27,7 @@ class AudioNote(Protocol):
 
 class PreparedLike(Protocol):
     audios: Sequence[AudioNote]
+    dropped_turns: int  # oldest turns the backend left out to fit the model's history window
 
 
 class BackendInfo(Protocol):

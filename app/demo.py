@@ -17,7 +17,7 @@ from .events import wire_events
 from .examples import Example, build_examples
 from .handlers import ChatHandlers
 from .i18n import I18N, LABELS
-from .layout import STATIC_DIR, build_layout, model_family
+from .layout import STATIC_DIR, build_layout, title_key
 from .temp_files import TempFiles
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ def build_demo(
     if examples is None:
         examples = build_examples(work_dir / "examples") if config.examples else []
     # The tab title is plain text: Gradio does not translate it.
-    title = LABELS["en"]["title_qwen_audio" if model_family(backend.info) == "Qwen-Audio" else "title"]
-    with gr.Blocks(title=title, analytics_enabled=False, fill_width=False) as demo:
+    with gr.Blocks(title=LABELS["en"][title_key(backend.info)], analytics_enabled=False, fill_width=False) as demo:
         # Clips are written straight into Gradio's folder (served from there without a second copy)
         # and go with the uploads: when their session ends, when unused for long, beyond the cap.
         upload_folder = Path(get_upload_folder())

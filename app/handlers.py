@@ -187,9 +187,8 @@ class ChatHandlers:
                 if audio.windows > 1:
                     gr.Info(html.escape(say("split", lang, name=audio.source, seconds=audio.seconds,
                                             windows=audio.windows)))
-            dropped = getattr(reply.prepared, "dropped_turns", 0)
-            if dropped:
-                gr.Info(say("dropped", lang, turns=dropped))
+            if reply.prepared.dropped_turns:
+                gr.Info(say("dropped", lang, turns=reply.prepared.dropped_turns))
             while not reply.wait_started(QUEUE_POLL_S):
                 ahead = reply.position
                 if ahead is None:

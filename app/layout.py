@@ -66,9 +66,9 @@ class Layout:
         return [self.textbox, self.stop_btn, self.regen_btn, self.undo_btn]
 
 
-def model_family(info: BackendInfo) -> str:
-    """"Qwen2-Audio" or "Qwen-Audio" (a backend that does not say, such as a remote server, counts as the first)."""
-    return getattr(info, "model_family", None) or "Qwen2-Audio"
+def title_key(info: BackendInfo) -> str:
+    """The label key of the page's title, which names the model family (the tab title uses it too)."""
+    return "title_qwen_audio" if info.model_family == "Qwen-Audio" else "title"
 
 
 def _header(info: BackendInfo) -> None:
@@ -79,7 +79,7 @@ def _header(info: BackendInfo) -> None:
         gr.HTML(logo, elem_id="logo", js_on_load=None)
         with gr.Column(scale=20, elem_id="title"):
             # One translation key per component: the browser translates whole values only.
-            gr.Markdown(label("title_qwen_audio" if model_family(info) == "Qwen-Audio" else "title"), elem_id="title-text")
+            gr.Markdown(label(title_key(info)), elem_id="title-text")
             gr.Markdown(label("subtitle"), elem_id="subtitle")
             gr.HTML(badge, js_on_load=None)
 
@@ -107,7 +107,7 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example])
         )
         # Qwen-Audio's base model can time its transcript (<|2.33|> tokens, shown as times with clips).
         timestamps = gr.Checkbox(False, label=label("timestamps"), info=label("timestamps_info"), elem_id="timestamps",
-                                 visible=is_base and model_family(info) == "Qwen-Audio", scale=1)
+                                 visible=is_base and info.model_family == "Qwen-Audio", scale=1)
     if is_base:
         gr.Markdown(label("base_note"), elem_id="notes")
     textbox = gr.MultimodalTextbox(

@@ -185,7 +185,7 @@ class OpenAIApi:
         info = self.backend.info
         return JSONResponse({"object": "list", "data": [{
             "id": self.model_id, "object": "model", "created": 0, "owned_by": "qwen2-audio-demo",
-            "family": info.family, "model_family": getattr(info, "model_family", None) or "Qwen2-Audio",
+            "family": info.family, "model_family": info.model_family,
             "random_weights": bool(getattr(info, "random_weights", False)),
         }]})
 

@@ -70,6 +70,7 @@ class RemoteAudioInfo:
 class RemotePrepared:
     audios: list[RemoteAudioInfo] = field(default_factory=list)
     task: dict[str, Any] | None = None  # a base checkpoint's task, sent as the request's "task" extension
+    dropped_turns: int = 0  # the server's own; /v1 does not report it
 
 
 def float_wav_bytes(samples: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:

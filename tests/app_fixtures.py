@@ -53,7 +53,7 @@ class ScriptedStream:
         self._pieces = list(pieces)
         self._delay = delay
         self._on_close = on_close
-        self.prepared = SimpleNamespace(audios=audios)
+        self.prepared = SimpleNamespace(audios=audios, dropped_turns=0)
         self.cancelled = threading.Event()
         self.closed_at: float | None = None
         self.emitted = 0
