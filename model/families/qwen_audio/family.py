@@ -164,18 +164,19 @@ class QwenAudioFamily(ModelFamily):
         import torch
 
         ids = list(prepared.ids or [])
-        lengths = [token_counts(len(w)).len_after_cnn for w in prepared.windows]
+        counts = [token_counts(len(w)) for w in prepared.windows]
+        lengths = [c.len_after_cnn for c in counts]
         longest = max(lengths, default=0)
         starts = [i for i, t in enumerate(ids) if t == self.tokenizer.audio_start_id]
         if len(starts) != len(prepared.windows):
             raise ValueError(f"the prompt has {len(starts)} audio spans for {len(prepared.windows)} audio windows")
         features, spans = [], []
-        for start, window, key, length in zip(starts, prepared.windows, prepared.window_keys, lengths):
+        for start, window, key, count in zip(starts, prepared.windows, prepared.window_keys, counts):
             features.append(self._features(window, key))
-            span_end = start + token_counts(len(window)).span_tokens
             # A clip's embeddings differ when a longer clip is encoded beside it (see the modeling docs):
             # the span's key says which case it is, so a cached prefix is reused only when they match.
-            spans.append(AudioSpan(start, span_end, f"{key}|{'padded' if length < longest else 'longest'}"))
+            case = "padded" if count.len_after_cnn < longest else "longest"
+            spans.append(AudioSpan(start, start + count.span_tokens, f"{key}|{case}"))
         input_ids = torch.tensor([ids], dtype=torch.long)
         alpha = self.model.config.ntk_alpha(len(ids))
         return QwenAudioInputs(
