@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 
 from app.config import ConfigError, load_config
+from model.errors import user_message_of
 
 logger = logging.getLogger("web_demo_audio")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -26,7 +27,8 @@ def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a 
         from app.remote_backend import RemoteBackend
 
         return RemoteBackend(config.api_base, api_key=config.remote_api_key or config.api_key or None,
-                             model=config.remote_model or None, audio_limits=limits)
+                             model=config.remote_model or None, audio_limits=limits,
+                             audio_cache_mb=config.cache_audio_mb)
     from model import CacheSizes, ModelWorker, Speedups
 
     return ModelWorker.from_pretrained(
@@ -34,8 +36,6 @@ def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a 
         device=config.device,
         dtype=config.dtype,
         audio_limits=limits,
-        default_max_new_tokens=config.max_new_tokens,
-        max_queue=config.max_queue_size,
         cache=CacheSizes(config.cache_audio_mb, config.cache_features_mb, config.prefix_cache_tokens),
         speedups=Speedups(attention=config.attn_implementation, kv_cache=config.kv_cache),
     )
@@ -57,21 +57,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from app.demo import build_demo, launch_demo
     from app.openai_api import api_routes
+    from app.service import ChatService
 
     started = time.perf_counter()
     try:
         worker = load_backend(config)
     except Exception as exc:  # noqa: BLE001 - a load failure is one line, never a traceback
-        message = getattr(exc, "user_message", None)
+        message = user_message_of(exc)
         if message is None:
             raise
         logger.error("%s", message)
         return 1
     logger.info("model loaded in %.1f s: %s", time.perf_counter() - started, worker.info.label)
 
-    demo = build_demo(worker, config)
+    service = ChatService(worker, config)  # one service, one admission: the page, /chat and /v1
+    demo = build_demo(service, config)
     try:
-        launch_demo(demo, config, app_kwargs={"routes": api_routes(worker, config)})
+        launch_demo(demo, config, app_kwargs={"routes": api_routes(service, config)})
     except KeyboardInterrupt:
         logger.info("stopped")
     finally:

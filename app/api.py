@@ -15,8 +15,10 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from .handlers import ChatHandlers, as_user_error, session_of
-from .history import BaseTask, Message
+from model.errors import UserFacingError
+
+from .handlers import ChatHandlers, as_gradio_error, session_of
+from .history import Message
 from .i18n import language_of
 
 logger = logging.getLogger(__name__)
@@ -63,27 +65,23 @@ class ChatApi:
         ``task`` / ``language`` / ``timestamps`` are for base checkpoints (see ``model.BASE_TASKS``): empty
         ``task`` means "free" with text, "transcribe" without; chat checkpoints ignore them."""
         lang = language_of(request)
+        service = self.handlers.service
         turn = user_turn_messages(message)
         conversation = list(history or []) + turn
         try:
             if not turn:
-                raise gr.Error("message needs text or at least one audio file.")
-            params = self.handlers.generation_params(max_new_tokens, temperature, top_p, top_k, repetition_penalty,
-                                                     seed)
-            base_task = None
-            if self.handlers.is_base:
-                default = "free" if (message.get("text") or "").strip() else "transcribe"
-                base_task = BaseTask(task or default, language or None, bool(timestamps))
+                raise UserFacingError("message needs text or at least one audio file.", 400)
+            params = self.handlers.settings((max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed))
+            base_task = service.base_task(task, language, timestamps, has_text=bool((message.get("text") or "").strip()))
             messages = self.handlers.model_messages(conversation, system_prompt, base_task, lang,
                                                     session_of(request))
         except Exception as exc:  # noqa: BLE001
-            raise as_user_error(exc, lang) from None
+            raise as_gradio_error(exc, service, lang) from None
         logger.info("api /chat: %d message(s), %d earlier", len(messages), len(history or []))
         steps = 0
-        for kind, value in self.handlers.stream_text(messages, params, lang):
+        for kind, value in self.handlers.reply_text(messages, params, lang):
             if kind == "text":
                 steps += 1
                 yield value
         if steps == 0:
             yield ""
-

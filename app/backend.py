@@ -13,8 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 from model.audio import AudioLimits
 from model.params import GenerationParams
 
-__all__ = ["AudioNote", "BackendInfo", "ChatBackend", "GenerationParams", "ReplyStreamLike", "updates",
-           "user_message_of"]
+__all__ = ["AudioNote", "BackendInfo", "ChatBackend", "GenerationParams", "ReplyStreamLike", "updates"]
 
 
 class AudioNote(Protocol):
@@ -36,6 +35,7 @@ class BackendInfo(Protocol):
     model_family: str  # "Qwen2-Audio" or "Qwen-Audio"
     device: str
     random_weights: bool
+    generation_defaults: GenerationParams  # what the checkpoint's generation_config sets (unset: None)
 
     @property
     def label(self) -> str: ...
@@ -52,7 +52,21 @@ class ReplyStreamLike(Protocol):
     def position(self) -> int | None:
         """Requests ahead of this one (0 while generating, None once finished)."""
 
+    @property
+    def finish_reason(self) -> str | None:
+        """"stop", "length", "cancelled" or "error" once the stream has ended; None before."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
+    def completion_tokens(self) -> int: ...
+
     def wait_started(self, timeout: float | None = None) -> bool: ...
+
+    def take_ready(self, until: float | None = None) -> str:
+        """The text of the pieces that have arrived (and, given a ``time.monotonic()`` deadline, arrive before
+        it) without waiting for more; "" if none. The end of the reply or an error is left for ``next()``."""
 
     def close(self) -> None: ...
 
@@ -83,6 +97,9 @@ class ChatBackend(Protocol):
         (so checking a file, sending it and cutting clips from it cost one ffmpeg run); raises the model
         layer's AudioError with a sentence naming the file."""
 
+    def shutdown(self) -> None:
+        """Stop serving: requests still waiting end with a reason; later ``stream()`` calls are refused."""
+
 
 def updates(reply: Any, interval_s: float = 0.0) -> Iterator[str]:
     """The text of ``reply`` as a web handler sends it: one update per ``next()``, the first at once, later
@@ -91,17 +108,9 @@ def updates(reply: Any, interval_s: float = 0.0) -> Iterator[str]:
     Each update is the next piece (waiting for it) joined with every piece already behind it and those
     that arrive until the update is due, so a reply streams at a bounded number of updates per second
     whatever the token rate, and a slow network or server never makes the stream fall behind. The end
-    of the reply cuts the wait short. A stream without ``take_ready`` (e.g. a remote one) gives one
-    piece per update.
+    of the reply cuts the wait short.
     """
-    take_ready = getattr(reply, "take_ready", None)
     due = 0.0
     for piece in reply:
-        yield piece + take_ready(due) if take_ready is not None else piece
+        yield piece + reply.take_ready(due)
         due = time.monotonic() + interval_s
-
-
-def user_message_of(exc: BaseException) -> str | None:
-    """The one sentence a backend error carries for the user, or None for an unexpected error."""
-    message = getattr(exc, "user_message", None)
-    return message if isinstance(message, str) and message else None

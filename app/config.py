@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -20,21 +21,24 @@ from typing import Any
 
 import yaml
 
-from model.params import ATTENTION_CHOICES, KV_CACHE_CHOICES
+from model.caches import CacheSizes
+from model.errors import UserFacingError
+from model.loading import DEFAULT_CHECKPOINT, DEVICES, DTYPES
+from model.params import ATTENTION_CHOICES, KV_CACHE_CHOICES, PARAMS
 
 ENV_PREFIX = "QWEN_DEMO_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 #: Gradio's own variables, honoured so the demo runs unchanged on Spaces and in containers.
 GRADIO_ENV = {"server_name": "GRADIO_SERVER_NAME", "server_port": "GRADIO_SERVER_PORT"}
 
-DEVICES = ("auto", "cuda", "cpu")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 BACKENDS = ("local", "openai")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserFacingError, ValueError):
     """A configuration value is unknown or malformed; the message is one sentence naming it."""
+
+    status = 400
 
 
 def _field(default: Any, help: str, *, flags: Sequence[str] = (), choices: Sequence[str] | None = None,
@@ -85,7 +89,7 @@ class DemoConfig:
 
     # The model
     checkpoint_path: str = _field(
-        "Qwen/Qwen2-Audio-7B-Instruct", "Hub id or local directory of the Qwen2-Audio checkpoint",
+        DEFAULT_CHECKPOINT, "Hub id or local directory of the checkpoint (Qwen2-Audio, Qwen-Audio-Chat or Qwen-Audio)",
         flags=("-c", "--checkpoint-path"),
     )
     device: str = _field("auto", "Where the model runs (auto = CUDA when available)", choices=DEVICES)
@@ -103,8 +107,9 @@ class DemoConfig:
     server_port: int = _field(7860, "Port to listen on")
     share: bool = _field(False, "Also serve through a public gradio.live link")
     inbrowser: bool = _field(False, "Open the page in the default browser once it is up")
-    concurrency_limit: int = _field(4, "Chat requests accepted at once; the model answers them one at a time, in order")
-    max_queue_size: int = _field(32, "Requests that may wait in the queue before new ones are refused")
+    max_queue_size: int = _field(
+        32, "Requests that may wait while the model answers one (it answers them one at a time, in order); one "
+        "more is refused as busy: on the page, /chat and /v1 (HTTP 429) alike")
     stream_interval_ms: int = _field(
         40, "Shortest time between two updates of a streaming reply (page, /chat, /v1); the words generated "
         "meanwhile go out together (0 = every piece as it comes)")
@@ -129,19 +134,20 @@ class DemoConfig:
     upload_cache_mb: int = _field(
         4096, "Most disk space uploaded audio and cut clips may take; the least recently used are deleted "
         "beyond it (0 = no cap)")
-    # Default generation settings (each can be changed in the page and through the API)
+    # Default generation settings, for the page, /chat and /v1 alike (each request may change them). Unset
+    # (none): the checkpoint's generation_config, and where that is silent transformers' defaults and 512 tokens.
     system_prompt: str = _field("", "System prompt (empty = the model's default)")
-    max_new_tokens: int = _field(512, "Default maximum length of a reply, in tokens")
-    max_new_tokens_limit: int = _field(2048, "Largest maximum length the page offers")
-    temperature: float = _field(0.7, "Default sampling temperature (0 = greedy, deterministic)")
-    top_p: float = _field(0.5, "Default nucleus sampling threshold")
-    top_k: int = _field(20, "Default top-k (0 disables it)")
-    repetition_penalty: float = _field(1.1, "Default repetition penalty (1.0 disables it)")
+    max_new_tokens: int | None = _field(None, "Default maximum length of a reply, in tokens")
+    max_new_tokens_limit: int = _field(2048, "Largest reply length a request may ask for (page, /chat and /v1)")
+    temperature: float | None = _field(None, "Default sampling temperature (0 = greedy, deterministic)")
+    top_p: float | None = _field(None, "Default nucleus sampling threshold")
+    top_k: int | None = _field(None, "Default top-k (0 disables it)")
+    repetition_penalty: float | None = _field(None, "Default repetition penalty (1.0 disables it)")
     seed: int = _field(-1, "Default random seed (-1 = a different one each time)")
     # Caches that make follow-up turns fast (0 turns one off)
-    cache_audio_mb: int = _field(256, "Decoded audio kept for reuse, in MB")
-    cache_features_mb: int = _field(256, "Audio features kept for reuse, in MB")
-    prefix_cache_tokens: int = _field(8192, "Prompt KV cache kept for reuse, in tokens (about 0.5 MiB each on the 7B model)")
+    cache_audio_mb: int = _field(CacheSizes.audio_mb, "Decoded audio kept for reuse, in MB")
+    cache_features_mb: int = _field(CacheSizes.features_mb, "Audio features kept for reuse, in MB")
+    prefix_cache_tokens: int = _field(CacheSizes.prefix_tokens, "Prompt KV cache kept for reuse, in tokens (about 0.5 MiB each on the 7B model)")
     # Speed-ups (greedy output is the same with every choice)
     attn_implementation: str = _field("auto", "Attention kernel: auto (transformers' default, sdpa), sdpa, eager, "
                                       "flash_attention_2 (needs the flash-attn package and a GPU)",
@@ -161,25 +167,25 @@ class DemoConfig:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, not {value!r}.")
         checks = {
             "server_port": (0 <= self.server_port <= 65535, "between 0 and 65535"),
-            "concurrency_limit": (self.concurrency_limit >= 1, "at least 1"),
             "max_queue_size": (self.max_queue_size >= 1, "at least 1"),
             "stream_interval_ms": (0 <= self.stream_interval_ms <= 1000, "between 0 and 1000"),
             "max_audio_seconds": (self.max_audio_seconds > 0, "positive"),
             "max_upload_mb": (self.max_upload_mb >= 1, "at least 1"),
             "upload_ttl_minutes": (self.upload_ttl_minutes >= 0, "0 or more"),
             "upload_cache_mb": (self.upload_cache_mb >= 0, "0 or more"),
-            "max_new_tokens": (1 <= self.max_new_tokens <= self.max_new_tokens_limit,
-                               "between 1 and max_new_tokens_limit"),
-            "temperature": (self.temperature >= 0, "0 or more"),
-            "top_p": (0 < self.top_p <= 1, "in (0, 1]"),
-            "top_k": (self.top_k >= 0, "0 or more"),
-            "repetition_penalty": (self.repetition_penalty > 0, "positive"),
+            "max_new_tokens_limit": (self.max_new_tokens_limit >= 1, "at least 1"),
+            "max_new_tokens": (self.max_new_tokens is None or self.max_new_tokens <= self.max_new_tokens_limit,
+                               "at most max_new_tokens_limit"),
             "api_base": (self.backend != "openai" or self.api_base.startswith(("http://", "https://")),
                          "an http(s) URL when backend is openai"),
             "cache_audio_mb": (self.cache_audio_mb >= 0, "0 or more"),
             "cache_features_mb": (self.cache_features_mb >= 0, "0 or more"),
             "prefix_cache_tokens": (self.prefix_cache_tokens >= 0, "0 or more"),
         }
+        for name in ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"):
+            value = getattr(self, name)
+            if value is not None and not PARAMS[name].accepts(value):  # the table every entry point uses
+                raise ConfigError(f"{name} must be {PARAMS[name].wanted()}, not {value!r}.")
         for name, (ok, wanted) in checks.items():
             if not ok:
                 raise ConfigError(f"{name} must be {wanted}, not {getattr(self, name)!r}.")
@@ -208,8 +214,19 @@ def _field_type(f: dataclasses.Field) -> type:
     return kind
 
 
-def _coerce(name: str, kind: type, value: Any, source: str) -> Any:
+def _optional(f: dataclasses.Field) -> bool:
+    """Whether the field may be unset (None: "the checkpoint's")."""
+    return f.default is None
+
+
+#: How an unset optional field is written in YAML, the environment or on the command line.
+UNSET_WORDS = ("", "none", "null", "default")
+
+
+def _coerce(name: str, kind: type, value: Any, source: str, optional: bool = False) -> Any:
     """Turn a YAML/env/CLI value into the field's type, or raise ConfigError naming where it came from."""
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in UNSET_WORDS)):
+        return None
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -230,7 +247,8 @@ def _coerce(name: str, kind: type, value: Any, source: str) -> Any:
             return float(value)
         return "" if value is None else str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} from {source} must be {kind.__name__}, not {value!r}.") from None
+        unset = " (or none: the checkpoint's)" if optional else ""
+        raise ConfigError(f"{name} from {source} must be {kind.__name__}{unset}, not {value!r}.") from None
 
 
 def _from_yaml(path: str) -> dict[str, Any]:
@@ -248,7 +266,7 @@ def _from_yaml(path: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"Config file {path} has unknown field(s): {', '.join(unknown)}.")
     return {k: _coerce(k, _field_type(known[k]), ",".join(map(str, v)) if known[k].metadata["repeatable"] and
-                       isinstance(v, list) else v, path) for k, v in data.items()}
+                       isinstance(v, list) else v, path, _optional(known[k])) for k, v in data.items()}
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -256,7 +274,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for f in dataclasses.fields(DemoConfig):
         for var in (GRADIO_ENV.get(f.name), ENV_PREFIX + f.name.upper()):  # ours wins over Gradio's
             if var and var in environ:
-                values[f.name] = _coerce(f.name, _field_type(f), environ[var], f"${var}")
+                values[f.name] = _coerce(f.name, _field_type(f), environ[var], f"${var}", _optional(f))
     return values
 
 
@@ -275,7 +293,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(DemoConfig):
         kind = _field_type(f)
         flags = f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
-        default_text = f.default if f.default != "" else '""'
+        default_text = {"": '""', None: "none: the checkpoint's generation_config"}.get(f.default, f.default) \
+            if isinstance(f.default, (str, type(None))) else f.default
         help_text = f"{f.metadata['help']} (default: {default_text})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if kind is bool:
@@ -285,6 +304,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = f.metadata["choices"]
         if f.metadata["repeatable"]:
             kwargs["action"] = "append"
+        if _optional(f):
+            kind = functools.partial(_coerce, f.name, kind, source="the command line", optional=True)
         parser.add_argument(*flags, type=kind, metavar=f.name.upper() if not f.metadata["choices"] else None, **kwargs)
     return parser
 

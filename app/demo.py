@@ -18,6 +18,7 @@ from .examples import Example, build_examples
 from .handlers import ChatHandlers
 from .i18n import I18N, LABELS
 from .layout import STATIC_DIR, build_layout, title_key
+from .service import ChatService, service_of
 from .temp_files import TempFiles
 
 logger = logging.getLogger(__name__)
@@ -26,36 +27,41 @@ DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "qwen2-audio-demo"
 
 
 def build_demo(
-    backend: ChatBackend,
+    service: ChatService | ChatBackend,
     config: DemoConfig,
     *,
     examples: list[Example] | None = None,
     work_dir: Path | None = None,
 ) -> gr.Blocks:
-    """The page, wired to ``backend`` (a ModelWorker or anything satisfying :class:`ChatBackend`).
+    """The page, wired to ``service`` (the conversation service ``/v1`` uses too; a bare backend — a
+    ModelWorker or anything satisfying :class:`ChatBackend` — gets a service of its own).
 
     ``examples`` defaults to the generated example clips when ``config.examples`` is on; ``work_dir``
     holds those clips (default: a folder in the system temp dir). Uploads and the clips cut at
     timestamps live in Gradio's upload folder and are managed by :class:`app.temp_files.TempFiles`.
     """
+    service = service_of(service, config)
+    info = service.info
     work_dir = Path(work_dir or DEFAULT_WORK_DIR)
     if examples is None:
         examples = build_examples(work_dir / "examples") if config.examples else []
     # The tab title is plain text: Gradio does not translate it.
-    with gr.Blocks(title=LABELS["en"][title_key(backend.info)], analytics_enabled=False, fill_width=False) as demo:
+    with gr.Blocks(title=LABELS["en"][title_key(info)], analytics_enabled=False, fill_width=False) as demo:
         # Clips are written straight into Gradio's folder (served from there without a second copy)
         # and go with the uploads: when their session ends, when unused for long, beyond the cap.
         upload_folder = Path(get_upload_folder())
         files = TempFiles(upload_folder, ttl_s=config.upload_ttl_minutes * 60,
                           max_bytes=config.upload_cache_mb * 1024 * 1024, uploads=demo.upload_file_set,
                           protected=lambda: kept_by_gradio(demo))
-        handlers = ChatHandlers(backend, config, clips_dir=upload_folder / "clips", files=files)
-        ui = build_layout(backend.info, config, examples)
+        handlers = ChatHandlers(service, config, clips_dir=upload_folder / "clips", files=files)
+        ui = build_layout(info, config, examples, defaults=service.defaults)
         wire_events(ui, handlers, ChatApi(handlers), config)
         demo.unload(handlers.end_session)
     files.start()
     demo.temp_files = files  # for tests and operators: what is kept, and a sweep on demand
-    demo.queue(default_concurrency_limit=config.concurrency_limit, max_size=config.max_queue_size)
+    demo.service = service
+    # No queue limits of Gradio's own: the service's admission (shared with /v1) is the one that counts.
+    demo.queue(default_concurrency_limit=None, max_size=None)
     relax_queue_polling(demo)
     return demo
 
@@ -111,6 +117,8 @@ def launch_options(config: DemoConfig) -> dict[str, Any]:
         favicon_path=str(STATIC_DIR / "logo.svg"),
         allowed_paths=[str(STATIC_DIR)],  # the button icons, wherever the demo is started from
         footer_links=["api", "settings"],
+        # Every admitted request may hold a thread while it waits for the model, plus room for the rest.
+        max_threads=max(40, config.max_queue_size + 1 + 16),
     )
 
 

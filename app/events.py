@@ -11,8 +11,8 @@ Events that take the chat history run with ``preprocess=False``: their handlers 
 plain message dicts Gradio validated. Gradio's own preprocessing would instantiate a ``gr.Audio`` for
 every audio item of the history and decode the file at whatever path the client named in it, before
 any handler could check that the file was uploaded (a private event can still be called by any
-client). The handlers check paths themselves (:meth:`ChatHandlers.model_messages`, ``uploaded``) and
-validate the settings (:func:`app.handlers.make_params`).
+client). The handlers check paths themselves (:meth:`ChatHandlers.model_messages`, ``uploaded``); the
+conversation service checks the settings (:meth:`app.service.ChatService.params`).
 """
 
 from __future__ import annotations
@@ -27,15 +27,14 @@ from .layout import Layout
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 #: For every event whose inputs include the chat history (see the module docstring).
 RAW: dict[str, Any] = {"preprocess": False}
-#: Generation events share one concurrency group, so the limit counts page and API requests together.
+#: Generation events share one concurrency group without a limit of Gradio's: every request reaches the
+#: conversation service at once, whose one admission control (shared with /v1) queues it or says "busy".
 GENERATE_GROUP = "generate"
 
 
 def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoConfig) -> None:
     lock = ui.input_lock
-    generate: dict[str, Any] = dict(
-        concurrency_limit=config.concurrency_limit, concurrency_id=GENERATE_GROUP,
-    )
+    generate: dict[str, Any] = dict(concurrency_limit=None, concurrency_id=GENERATE_GROUP)
     respond = dict(
         fn=handlers.respond,
         inputs=[ui.chatbot, *ui.settings, ui.task, ui.language, ui.timestamps],

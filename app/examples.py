@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from model.audio import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-RATE = 16000
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "qwen2-audio-demo" / "examples"
 
 
@@ -34,7 +35,7 @@ class Example:
 
 
 def _t(seconds: float) -> np.ndarray:
-    return np.arange(int(seconds * RATE)) / RATE
+    return np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
 
 
 def _note(freq: float, seconds: float, decay: float = 3.0) -> np.ndarray:
@@ -45,10 +46,10 @@ def _note(freq: float, seconds: float, decay: float = 3.0) -> np.ndarray:
 
 
 def _beeps(freq: float, count: int, period: float, length: float = 0.12) -> np.ndarray:
-    out = np.zeros(int(count * period * RATE))
-    beep = np.sin(2 * np.pi * freq * _t(length)) * np.hanning(int(length * RATE))
+    out = np.zeros(int(count * period * SAMPLE_RATE))
+    beep = np.sin(2 * np.pi * freq * _t(length)) * np.hanning(int(length * SAMPLE_RATE))
     for i in range(count):
-        start = int(i * period * RATE)
+        start = int(i * period * SAMPLE_RATE)
         out[start: start + len(beep)] += beep
     return out
 
@@ -58,7 +59,7 @@ def doorbell() -> np.ndarray:
     rng = np.random.default_rng(7)
     ding = _note(659.3, 1.2, decay=2.5)
     dong = _note(523.3, 1.8, decay=2.0)
-    out = np.concatenate([np.zeros(int(0.3 * RATE)), ding, dong])
+    out = np.concatenate([np.zeros(int(0.3 * SAMPLE_RATE)), ding, dong])
     return 0.5 * out / np.abs(out).max() + 0.01 * rng.standard_normal(out.shape)
 
 
@@ -70,7 +71,7 @@ def melody() -> np.ndarray:
     for chord in chords:
         notes = [_note(f * 2, beat, decay=6.0) for f in (*chord, chord[1] * 1.0)] * 2
         bar = np.concatenate(notes)
-        bass = _note(chord[0] / 2, len(bar) / RATE, decay=1.5)
+        bass = _note(chord[0] / 2, len(bar) / SAMPLE_RATE, decay=1.5)
         bars.append(0.6 * bar + 0.5 * bass)
     out = np.concatenate(bars)
     return 0.6 * out / np.abs(out).max()
@@ -84,9 +85,9 @@ def comparison() -> tuple[np.ndarray, np.ndarray]:
 def beep_to_locate() -> np.ndarray:
     """Quiet noise for 5 s with one 1 kHz beep from 2.0 s to 3.0 s."""
     rng = np.random.default_rng(11)
-    out = 0.01 * rng.standard_normal(5 * RATE)
+    out = 0.01 * rng.standard_normal(5 * SAMPLE_RATE)
     t = _t(1.0)
-    out[2 * RATE: 3 * RATE] += 0.4 * np.sin(2 * np.pi * 1000 * t) * np.minimum(1, np.minimum(t, 1 - t) * 50)
+    out[2 * SAMPLE_RATE: 3 * SAMPLE_RATE] += 0.4 * np.sin(2 * np.pi * 1000 * t) * np.minimum(1, np.minimum(t, 1 - t) * 50)
     return out
 
 
@@ -95,7 +96,7 @@ def _write(path: Path, samples: np.ndarray) -> None:
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
-        out.setframerate(RATE)
+        out.setframerate(SAMPLE_RATE)
         out.writeframes(pcm.tobytes())
 
 

@@ -1,14 +1,15 @@
-"""Event handlers: values from the page in, a conversation to the backend, display history out.
+"""The page's handlers: values from the page in, the conversation service's events out as display history.
 
 Each handler copies the history it is given, derives the model-facing conversation from it with
-:func:`app.history.to_model_messages`, and returns (or streams) the new display history.
+:func:`app.history.to_model_messages`, asks the :class:`~app.service.ChatService` (the one behind
+``/chat`` and ``/v1`` too) for the settings and the reply, and renders the reply's events.
 
-Errors carry the backend's own sentence when a user can act on them (``user_message``); anything else
-is logged with its traceback and shown as a short apology. On the page, a bad input is refused by a
-validator next to the input and a failed reply becomes a toast (Gradio 6 would cover the whole chat
-with a raised error); a new question refused before its answer starts goes back into the input, so
-the chat stays as it was. The API raises ``gr.Error``. The input is given back by the ``idle`` step
-that follows every outcome (see :mod:`app.events`).
+A refusal shows its own sentence; a fault is logged by the service with its traceback and shown as a
+short apology. On the page, a bad input is refused by a validator next to the input and a failed
+reply becomes a toast (Gradio 6 would cover the whole chat with a raised error); a new question
+refused before its answer starts goes back into the input, so the chat stays as it was. The
+``/chat`` API raises ``gr.Error``. The input is given back by the ``idle`` step that follows every
+outcome (see :mod:`app.events`).
 
 Histories come from the client: every path read from one is checked to lie in Gradio's upload folder
 before it is decoded or handed back (:meth:`ChatHandlers.model_messages`, :meth:`ChatHandlers.uploaded`).
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,13 +27,13 @@ from typing import Any
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from model.audio import SAMPLE_RATE, AudioLimits, window_count
-from model.params import InvalidParamsError
+from model.audio import format_clock
+from model.conversation import BaseTask
+from model.errors import UserFacingError
 
-from .backend import ChatBackend, GenerationParams, updates, user_message_of
+from .backend import ChatBackend
 from .config import DemoConfig
 from .history import (
-    BaseTask,
     Message,
     audio_paths,
     paths_outside,
@@ -43,61 +43,31 @@ from .history import (
     without_notes,
 )
 from .i18n import language_of, say
+from .service import ChatService, Failed, Notice, Queued, ServerFault, Text, service_of
 from .temp_files import TempFiles
 from .timestamps import cut_clips, render_timestamps
 
 logger = logging.getLogger(__name__)
 
-#: How often a queued request re-checks its place in the worker's queue.
-QUEUE_POLL_S = 0.25
+#: The page's settings, in the order of its inputs (after the system prompt).
+SETTING_NAMES = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 
 
-def format_duration(seconds: float) -> str:
-    """2.46 -> "0:02.5", 75 -> "1:15.0"."""
-    tenths = int(round(seconds * 10))
-    minutes, rest = divmod(tenths, 600)
-    return f"{minutes}:{rest // 10:02d}.{rest % 10}"
+def sentence(error: UserFacingError, lang: str) -> str:
+    """What the page says for ``error``: its own sentence, or for a fault the apology in ``lang``."""
+    return say("failed", lang) if isinstance(error, ServerFault) else error.user_message
 
 
-def as_user_error(exc: BaseException, lang: str) -> gr.Error:
-    """A ``gr.Error`` for ``exc``: its own sentence if it is one a user can act on, else an apology."""
+def refusal(message: str) -> gr.Error:
+    """A ``gr.Error`` for a sentence already logged as one line (Gradio would print a traceback of it)."""
+    return gr.Error(message, print_exception=False)
+
+
+def as_gradio_error(exc: BaseException, service: ChatService, lang: str) -> gr.Error:
+    """A ``gr.Error`` for ``exc`` (logged by the service: one line for a refusal, a traceback for a fault)."""
     if isinstance(exc, gr.Error):
         return exc
-    message = user_message_of(exc)
-    if message:
-        logger.info("request refused: %s", message)
-        return gr.Error(message)
-    logger.error("unexpected error while answering", exc_info=exc)
-    return gr.Error(say("failed", lang))
-
-
-def make_params(max_new_tokens: Any, temperature: Any, top_p: Any, top_k: Any, repetition_penalty: Any,
-                seed: Any) -> GenerationParams:
-    """GenerationParams from the settings as the page or the API sends them; seed < 0 or empty = random.
-
-    Raises InvalidParamsError (a sentence naming the setting) for a value that is not a finite number
-    or is out of range: the events hand the raw values over (see :mod:`app.events`).
-    """
-    def number(name: str, value: Any, kind: type) -> Any:
-        if value is None or value == "":
-            return None
-        try:
-            result = float(value)
-        except (TypeError, ValueError):
-            raise InvalidParamsError(f"{name} must be a number, not {value!r}.") from None
-        if isinstance(value, bool) or not math.isfinite(result):
-            raise InvalidParamsError(f"{name} must be a finite number, not {value!r}.")
-        return int(round(result)) if kind is int else result
-
-    seed_value = number("seed", seed, float)
-    return GenerationParams(
-        max_new_tokens=number("max_new_tokens", max_new_tokens, int),
-        temperature=number("temperature", temperature, float),
-        top_p=number("top_p", top_p, float),
-        top_k=number("top_k", top_k, int),
-        repetition_penalty=number("repetition_penalty", repetition_penalty, float),
-        seed=None if seed_value is None or seed_value < 0 else int(seed_value),
-    )
+    return refusal(sentence(service.user_error(exc), lang))
 
 
 def busy_updates() -> tuple[Any, ...]:
@@ -131,16 +101,20 @@ def _file_paths(message: dict) -> list[str]:
     return [f for f in files if f]
 
 
+def show_notice(notice: Notice, lang: str) -> None:
+    """A notice as an info toast (page and ``/chat``)."""
+    gr.Info(html.escape(say(notice.key, lang, **notice.values)))
+
+
 class ChatHandlers:
     """The page's handlers, bound to one backend and one config (no globals)."""
 
-    def __init__(self, backend: ChatBackend, config: DemoConfig, clips_dir: Path, files: TempFiles | None = None):
-        self.backend = backend
+    def __init__(self, service: ChatService | ChatBackend, config: DemoConfig, clips_dir: Path,
+                 files: TempFiles | None = None):
+        self.service = service_of(service, config)
         self.config = config
         self.clips_dir = Path(clips_dir)
         self.files = files  # told which session uses which file, so that files go when sessions end
-        self.limits = AudioLimits(max_seconds=config.max_audio_seconds, max_bytes=config.max_upload_bytes)
-        self.is_base = backend.family == "base"
 
     # ------------------------------------------------------------------ shared with the API
     def model_messages(self, history: Sequence[Message], system_prompt: str, base_task: BaseTask | None,
@@ -155,12 +129,12 @@ class ChatHandlers:
         outside = paths_outside(audios, [get_upload_folder()])
         if outside:
             logger.warning("refused audio outside the upload folder: %s", outside[0])
-            raise gr.Error(say("not_uploaded", lang, name=os.path.basename(outside[0])))
+            raise refusal(say("not_uploaded", lang, name=os.path.basename(outside[0])))
         self.use_files(session, audios)
         gone = [path for path in audios if not os.path.isfile(path)]
         if gone:
             logger.info("audio from an earlier turn is no longer on disk: %s", os.path.basename(gone[0]))
-            raise gr.Error(say("expired", lang, name=os.path.basename(gone[0])))
+            raise refusal(say("expired", lang, name=os.path.basename(gone[0])))
         return messages
 
     def use_files(self, session: str | None, paths: Sequence[str]) -> None:
@@ -172,44 +146,38 @@ class ChatHandlers:
         if self.files is not None:
             self.files.end_session(session_of(request))
 
-    def stream_text(self, messages: list[Message], params: GenerationParams, lang: str) -> Iterator[tuple[str, Any]]:
-        """Yield ("queued", requests ahead) while waiting, then ("text", reply so far) per piece.
+    def settings(self, values: Sequence[Any]) -> Any:
+        """The page's (or ``/chat``'s) setting values, in :data:`SETTING_NAMES` order, as the service's
+        GenerationParams (raises InvalidParamsError naming the setting)."""
+        return self.service.params(dict(zip(SETTING_NAMES, values)))
 
-        Closing this generator (Stop, a closed tab, a cancelled API job) closes the backend's stream,
-        which cancels the request in the worker.
+    def reply_text(self, messages: list[Message], params: Any, lang: str) -> Iterator[tuple[str, Any]]:
+        """The service's reply as ("queued", requests ahead) while it waits, then ("text", reply so far);
+        notices become info toasts; a failure raises ``gr.Error``.
+
+        Closing this generator (Stop, a closed tab, a cancelled API job) closes the reply, which cancels
+        the request in the worker.
         """
         try:
-            reply = self.backend.stream(messages, params)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-            raise as_user_error(exc, lang) from None
+            reply = self.service.start(messages, params)
+        except UserFacingError as exc:
+            raise refusal(sentence(exc, lang)) from None
         with reply:
-            for audio in reply.prepared.audios:
-                if audio.windows > 1:
-                    gr.Info(html.escape(say("split", lang, name=audio.source, seconds=audio.seconds,
-                                            windows=audio.windows)))
-            if reply.prepared.dropped_turns:
-                gr.Info(say("dropped", lang, turns=reply.prepared.dropped_turns))
-            while not reply.wait_started(QUEUE_POLL_S):
-                ahead = reply.position
-                if ahead is None:
-                    break
-                yield "queued", ahead
-            text = ""
-            try:
-                # At most one update per stream_interval_ms: the words generated meanwhile go out together.
-                for piece in updates(reply, self.config.stream_interval_ms / 1000):
-                    text += piece
-                    yield "text", text
-            except Exception as exc:  # noqa: BLE001
-                raise as_user_error(exc, lang) from None
-            if getattr(reply, "finish_reason", None) == "length" and params.max_new_tokens:
-                gr.Info(say("length", lang, tokens=params.max_new_tokens))
+            for event in reply.events():
+                if isinstance(event, Queued):
+                    yield "queued", event.ahead
+                elif isinstance(event, Text):
+                    yield "text", event.text
+                elif isinstance(event, Notice):
+                    show_notice(event, lang)
+                elif isinstance(event, Failed):
+                    raise refusal(sentence(event.error, lang))
 
     # ------------------------------------------------------------------ page events
     def audio_seconds(self, path: str) -> float:
         """The duration of ``path``, decoded by the backend as the model will decode it (and kept in the
         backend's cache for the reply and its clips); raises the model's AudioError."""
-        return len(self.backend.decode_audio(path, self.limits)) / SAMPLE_RATE
+        return self.service.audio_seconds(path)
 
     def validate_user_turn(self, message: dict | None, history: list[Message] | None,
                            request: gr.Request) -> tuple[Any, Any]:
@@ -225,7 +193,7 @@ class ChatHandlers:
             try:
                 self.audio_seconds(path)
             except Exception as exc:  # noqa: BLE001
-                return gr.validate(False, as_user_error(exc, lang).message), gr.validate(True, "")
+                return gr.validate(False, as_gradio_error(exc, self.service, lang).message), gr.validate(True, "")
         return gr.validate(True, ""), gr.validate(True, "")
 
     def add_user_turn(self, message: dict | None, history: list[Message] | None,
@@ -245,39 +213,22 @@ class ChatHandlers:
 
     @staticmethod
     def audio_message(path: str, seconds: float) -> gr.Audio:
-        return gr.Audio(path, label=f"{os.path.basename(path)} · {format_duration(seconds)}",
+        return gr.Audio(path, label=f"{os.path.basename(path)} · {format_clock(seconds, 1)}",
                         show_label=True, buttons=["download"])
-
-    def generation_params(self, max_new_tokens: Any, temperature: Any, top_p: Any, top_k: Any,
-                          repetition_penalty: Any, seed: Any) -> GenerationParams:
-        """:func:`make_params`, also refusing a reply length beyond ``max_new_tokens_limit``."""
-        params = make_params(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
-        limit = self.config.max_new_tokens_limit
-        if params.max_new_tokens is not None and params.max_new_tokens > limit:
-            raise InvalidParamsError(f"max_new_tokens must be at most {limit}, not {params.max_new_tokens}.")
-        return params
-
-    def _windows(self, history: Sequence[Message]) -> int:
-        """Encoder windows of the audio a reply's timestamps refer to (the latest one): their times are
-        shown at the whole file's time."""
-        audios = audio_paths(history)
-        try:
-            return max(1, window_count(len(self.backend.decode_audio(audios[-1], self.limits)), self.limits)) \
-                if audios else 1
-        except Exception:  # noqa: BLE001 - the request itself reports unusable audio
-            return 1
 
     def _reply_steps(self, history: list[Message], settings: Sequence[Any], task: str | None,
                      language: str | None, timestamps: bool | None, lang: str,
                      session: str | None) -> Iterator[tuple[str, list[Message]]]:
         """The chat at each step of the reply: ("queued" | "text" | "final", display history); raises on failure."""
-        system_prompt, *numbers = settings
-        params = self.generation_params(*numbers)
-        base_task = BaseTask(task or "transcribe", language or None, bool(timestamps)) if self.is_base else None
+        system_prompt, *values = settings
+        params = self.settings(values)
+        # The page's free task needs a typed prompt; without one it transcribes.
+        base_task = self.service.base_task(task or "transcribe", language, timestamps, has_text=True)
         messages = self.model_messages(history, system_prompt, base_task, lang, session)
-        windows = self._windows(history)
+        audios = audio_paths(history)
+        windows = self.service.windows(audios[-1]) if audios else 1
         text = ""
-        for kind, value in self.stream_text(messages, params, lang):
+        for kind, value in self.reply_text(messages, params, lang):
             if kind == "queued":
                 note = {"title": say("queued", lang, ahead=value), "status": "pending"}
                 yield "queued", history + [{"role": "assistant", "content": "", "metadata": note}]
@@ -287,58 +238,44 @@ class ChatHandlers:
         final = history + ([{"role": "assistant", "content": render_timestamps(text, windows)}] if text else [])
         yield "final", final + self.clip_messages(text, history, lang, session)
 
-    @staticmethod
-    def _warn(exc: BaseException, lang: str) -> None:
-        error = as_user_error(exc, lang)
-        gr.Warning(html.escape(error.message), title=say("error_title", lang), duration=None)
-
-    def respond(self, history: list[Message] | None, system_prompt: str, max_new_tokens: Any, temperature: Any,
-                top_p: Any, top_k: Any, repetition_penalty: Any, seed: Any, task: str | None, language: str | None,
-                timestamps: bool | None, request: gr.Request) -> Iterator[list[Message]]:
-        """Stream the assistant's reply into the chat, then attach clips for any timestamps in it (Regenerate).
-
-        A failure is shown as a toast and the chat keeps what was answered so far (a raised error would
-        cover the whole chat in Gradio 6); the ``idle`` step after it gives the input back.
-        """
+    def _reply(self, history: list[Message] | None, settings: Sequence[Any], base: Sequence[Any], request: gr.Request,
+               *, give_back: bool) -> Iterator[tuple[list[Message], Any]]:
+        """The chat at each step of a reply, with an update of the input; on failure a toast, and the chat
+        keeps what was answered so far. ``give_back``: a question refused before the first word of its
+        answer (beyond the context, busy...) leaves the chat and goes back into the input with its files,
+        so the chat is as it was and the next question is not sent together with the refused one."""
         lang = language_of(request)
         history = without_notes(list(history or []))
-        settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
-        answered = history
-        try:
-            for kind, shown in self._reply_steps(history, settings, task, language, timestamps, lang, session_of(request)):
-                if kind != "queued":
-                    answered = shown
-                yield shown
-        except Exception as exc:  # noqa: BLE001 - GeneratorExit (Stop) is not an Exception and passes
-            self._warn(exc, lang)
-            yield answered
-
-    def answer(self, history: list[Message] | None, system_prompt: str, max_new_tokens: Any, temperature: Any,
-               top_p: Any, top_k: Any, repetition_penalty: Any, seed: Any, task: str | None, language: str | None,
-               timestamps: bool | None, request: gr.Request) -> Iterator[tuple[list[Message], Any]]:
-        """:meth:`respond` to a new question; yields (chat, input) updates.
-
-        When the question is refused before the first word of the answer (a prompt beyond the context,
-        a busy queue...), it leaves the chat and goes back into the input with its files: the chat is
-        as it was before, and the next question is not sent together with the refused one.
-        """
-        lang = language_of(request)
-        history = without_notes(list(history or []))
-        settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         answered: list[Message] | None = None
         try:
-            for kind, shown in self._reply_steps(history, settings, task, language, timestamps, lang, session_of(request)):
+            for kind, shown in self._reply_steps(history, settings, *base, lang, session_of(request)):
                 if kind != "queued":
                     answered = shown
                 yield shown, gr.skip()
         except Exception as exc:  # noqa: BLE001 - GeneratorExit (Stop) is not an Exception and passes
-            self._warn(exc, lang)
-            popped = pop_last_turn(history) if answered is None else None
+            message = as_gradio_error(exc, self.service, lang).message
+            gr.Warning(html.escape(message), title=say("error_title", lang), duration=None)
+            popped = pop_last_turn(history) if give_back and answered is None else None
             if popped is None:
                 yield answered or history, gr.skip()
                 return
             rest, text, files = popped
             yield rest, gr.MultimodalTextbox(value={"text": text, "files": self.uploaded(files)})
+
+    def respond(self, history: list[Message] | None, system_prompt: str, max_new_tokens: Any, temperature: Any,
+                top_p: Any, top_k: Any, repetition_penalty: Any, seed: Any, task: str | None, language: str | None,
+                timestamps: bool | None, request: gr.Request) -> Iterator[list[Message]]:
+        """Answer the last question again (Regenerate): the chat at each step, clips for any timestamps."""
+        settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        for chat, _ in self._reply(history, settings, (task, language, timestamps), request, give_back=False):
+            yield chat
+
+    def answer(self, history: list[Message] | None, system_prompt: str, max_new_tokens: Any, temperature: Any,
+               top_p: Any, top_k: Any, repetition_penalty: Any, seed: Any, task: str | None, language: str | None,
+               timestamps: bool | None, request: gr.Request) -> Iterator[tuple[list[Message], Any]]:
+        """Answer a new question; yields (chat, input) updates (a refused question goes back into the input)."""
+        settings = (system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        yield from self._reply(history, settings, (task, language, timestamps), request, give_back=True)
 
     @staticmethod
     def uploaded(paths: Sequence[str]) -> list[str]:
@@ -353,7 +290,7 @@ class ChatHandlers:
         if "<|" not in reply or not audios:
             return []
         try:
-            clips = cut_clips(reply, audios[-1], self.clips_dir, self.limits, decode=self.backend.decode_audio)
+            clips = cut_clips(reply, audios[-1], self.clips_dir, self.service.limits, decode=self.service.backend.decode_audio)
         except Exception:  # noqa: BLE001 - clips are a bonus; the answer stands without them
             logger.warning("could not cut clips from %s", audios[-1], exc_info=True)
             gr.Warning(say("clip_failed", lang, name=os.path.basename(audios[-1])))

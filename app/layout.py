@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from model.conversation import BASE_TASK_LANGUAGES, BASE_TASKS
+from model.params import PARAMS, GenerationParams, resolve
 
 from .backend import BackendInfo
 from .config import DemoConfig
@@ -88,8 +89,19 @@ def _icon(name: str) -> str:
     return str(STATIC_DIR / "icons" / f"{name}.svg")
 
 
-def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example]) -> Layout:
-    """Create the components inside the current ``gr.Blocks`` context and return handles on them."""
+def slider(name: str, defaults: GenerationParams, **options: Any) -> gr.Slider:
+    """The slider of a generation setting: its range from :data:`model.params.PARAMS`, its value the default."""
+    low, high, step = PARAMS[name].slider
+    return gr.Slider(low, high, value=getattr(defaults, name), step=step, **options)
+
+
+def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
+                 defaults: GenerationParams | None = None) -> Layout:
+    """Create the components inside the current ``gr.Blocks`` context and return handles on them.
+
+    ``defaults``: the settings the sliders start at (the conversation service's, which requests that
+    set nothing get too)."""
+    defaults = resolve(defaults or GenerationParams())
     is_base = info.family == "base"
     _header(info)
     chatbot = gr.Chatbot(
@@ -125,18 +137,19 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example])
         system_prompt = gr.Textbox(config.system_prompt, label=label("system_prompt"), lines=2,
                                    info=label("system_prompt_info"), elem_id="system-prompt", visible=not is_base)
         with gr.Row():
-            max_new_tokens = gr.Slider(1, config.max_new_tokens_limit, value=config.max_new_tokens, step=1,
+            low, _, step = PARAMS["max_new_tokens"].slider
+            max_new_tokens = gr.Slider(low, config.max_new_tokens_limit, value=defaults.max_new_tokens, step=step,
                                        label=label("max_new_tokens"), elem_id="max-new-tokens")
-            temperature = gr.Slider(0.0, 2.0, value=config.temperature, step=0.05, label=label("temperature"),
-                                    info=label("temperature_info"), elem_id="temperature")
+            temperature = slider("temperature", defaults, label=label("temperature"), info=label("temperature_info"),
+                                 elem_id="temperature")
         with gr.Row():
-            top_p = gr.Slider(0.05, 1.0, value=config.top_p, step=0.05, label=label("top_p"), elem_id="top-p")
-            top_k = gr.Slider(0, 100, value=config.top_k, step=1, label=label("top_k"), elem_id="top-k")
+            top_p = slider("top_p", defaults, label=label("top_p"), elem_id="top-p")
+            top_k = slider("top_k", defaults, label=label("top_k"), elem_id="top-k")
         with gr.Row():
-            repetition_penalty = gr.Slider(1.0, 2.0, value=config.repetition_penalty, step=0.01,
-                                           label=label("repetition_penalty"), elem_id="repetition-penalty")
-            seed = gr.Number(config.seed, precision=0, minimum=-1, label=label("seed"), info=label("seed_info"),
-                             elem_id="seed")
+            repetition_penalty = slider("repetition_penalty", defaults, label=label("repetition_penalty"),
+                                        elem_id="repetition-penalty")
+            seed = gr.Number(defaults.seed if defaults.seed is not None else -1, precision=0, minimum=-1,
+                             label=label("seed"), info=label("seed_info"), elem_id="seed")
     if is_base:  # a base checkpoint takes one audio per request
         examples = [e for e in examples if len(e.files) == 1]
     if examples:

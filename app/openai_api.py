@@ -24,8 +24,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .backend import ChatBackend, ReplyStreamLike, updates, user_message_of
-from .openai_protocol import ApiError, ApiLimits, ChatRequest, error_type, parse_chat_request
+from model.errors import UserFacingError
+from model.params import InvalidParamsError
+
+from .backend import ChatBackend
+from .config import DemoConfig
+from .openai_protocol import API_NAMES, ApiError, ApiLimits, ChatRequest, error_type, parse_chat_request
+from .service import ChatService, Failed, Finished, Reply, ServerFault, Text, service_of
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +79,14 @@ def _matches_a_login(token: str, logins: Sequence[tuple[str, str]]) -> bool:
     return found
 
 
-def _api_error_from(exc: BaseException, parsed: ChatRequest | None = None) -> ApiError:
-    """An OpenAI-style error for a backend failure; an audio error names the request part it came from."""
-    message = user_message_of(exc)
-    if message is None:
-        logger.error("unexpected error in the API", exc_info=exc)
-        return ApiError(500, "The server failed to answer this request (the error was logged).", type="server_error")
-    status = int(getattr(exc, "status", 400))
+def _api_error_from(exc: UserFacingError, parsed: ChatRequest | None = None) -> ApiError:
+    """An OpenAI-style error for one the service raised or reported; an audio error names the request part
+    it came from."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ServerFault):
+        return ApiError(500, exc.user_message, type="server_error")
+    message, status = exc.user_message, exc.status
     path = getattr(exc, "path", None)
     part = parsed.part_of(path) if parsed is not None else None
     reason = getattr(exc, "reason", None)
@@ -90,44 +96,34 @@ def _api_error_from(exc: BaseException, parsed: ChatRequest | None = None) -> Ap
     return ApiError(status, message, type=error_type(status), param=part)
 
 
-def _finish_reason(reply: ReplyStreamLike, stops: StopFilter) -> str:
-    if stops.hit:
-        return "stop"
-    reason = getattr(reply, "finish_reason", None)
-    return "length" if reason == "length" else "stop"
-
-
-def _usage(reply: ReplyStreamLike) -> dict[str, int]:
-    prompt = int(getattr(reply, "prompt_tokens", 0) or 0)
-    completion = int(getattr(reply, "completion_tokens", 0) or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _finish_reason(finished: Finished, stops: StopFilter) -> str:
+    return "length" if finished.reason == "length" and not stops.hit else "stop"
 
 
 class OpenAIApi:
-    """The ``/v1`` routes for one backend."""
+    """The ``/v1`` routes over one :class:`~app.service.ChatService` (the page's own, in the demo)."""
 
     def __init__(
         self,
-        backend: ChatBackend,
+        service: ChatService | ChatBackend,
         *,
         model_id: str,
         api_key: str | None = None,
         logins: Sequence[tuple[str, str]] = (),
         limits: ApiLimits | None = None,
         ready: Callable[[], bool] = lambda: True,
-        stream_interval_s: float = 0.0,
     ):
-        """``api_key``: the bearer key every request must send. Without one, ``logins`` (the page's
-        (user, password) pairs) protect the API: HTTP Basic auth or ``Bearer user:password``.
-        ``stream_interval_s``: the shortest time between two streamed chunks (the text generated
+        """``service``: the conversation service (a bare backend gets one of its own, with the default
+        config). ``api_key``: the bearer key every request must send. Without one, ``logins`` (the page's
+        (user, password) pairs) protect the API: HTTP Basic auth or ``Bearer user:password``. Streamed
+        chunks come at most every ``stream_interval_ms`` of the service's config (the text generated
         meanwhile goes out in one chunk)."""
-        self.backend = backend
+        self.service = service_of(service, DemoConfig(examples=False))
         self.model_id = model_id
         self.api_key = api_key or None
         self.logins = tuple(logins)
-        self.limits = limits or ApiLimits()
+        self.limits = limits or ApiLimits(max_audio_bytes=self.service.limits.max_bytes)
         self.ready = ready
-        self.stream_interval_s = stream_interval_s
 
     def routes(self) -> list[Any]:
         router = APIRouter()
@@ -182,11 +178,13 @@ class OpenAIApi:
             self._check(request)
         except ApiError as exc:
             return _error_response(exc)
-        info = self.backend.info
+        info = self.service.info
         return JSONResponse({"object": "list", "data": [{
             "id": self.model_id, "object": "model", "created": 0, "owned_by": "qwen2-audio-demo",
-            "family": info.family, "model_family": info.model_family,
-            "random_weights": bool(getattr(info, "random_weights", False)),
+            "family": info.family, "model_family": info.model_family, "random_weights": info.random_weights,
+            # What a request without settings gets (a demo using this one as its remote backend shows them).
+            "generation_defaults": self.service.defaults.as_dict(),
+            "max_new_tokens_limit": self.service.config.max_new_tokens_limit,
         }]})
 
     async def chat_completions(self, request: Request) -> Any:
@@ -196,10 +194,15 @@ class OpenAIApi:
             body = json_body(await self._read_body(request))
             parsed = await run_in_threadpool(parse_chat_request, body, self.limits)
             try:
-                reply = await run_in_threadpool(self.backend.stream, parsed.messages, parsed.params)
-            except Exception as exc:  # noqa: BLE001 - typed backend errors become status codes
+                params = self.service.params(parsed.settings, API_NAMES)
+            except InvalidParamsError as exc:
+                raise ApiError(400, exc.user_message, param=exc.param) from None
+            try:
+                reply = await run_in_threadpool(self.service.start, parsed.messages, params)
+            except UserFacingError as exc:  # busy (429), bad audio, beyond the context...
                 raise _api_error_from(exc, parsed) from None
         except ApiError as exc:
+            self.service.refuse(exc)
             if parsed is not None:
                 parsed.cleanup()
             return _error_response(exc)
@@ -209,31 +212,36 @@ class OpenAIApi:
         return await self._complete(reply, parsed)
 
     # ------------------------------------------------------------------------------------- replies
-    async def _complete(self, reply: ReplyStreamLike, parsed: ChatRequest) -> JSONResponse:
+    async def _complete(self, reply: Reply, parsed: ChatRequest) -> JSONResponse:
         stops = StopFilter(parsed.stop)
         parts: list[str] = []
-        chunks = updates(reply)  # each thread hop takes every piece that has arrived
+        events = reply.events(0)  # each thread hop takes every piece that has arrived
+        finished: Finished | None = None
         try:
             while not stops.hit:
-                piece = await anyio.to_thread.run_sync(next, chunks, _END)
-                if piece is _END:
-                    parts.append(stops.flush())
+                event = await anyio.to_thread.run_sync(next, events, _END)
+                if event is _END:
                     break
-                parts.append(stops.feed(piece))
-        except Exception as exc:  # noqa: BLE001
-            return _error_response(_api_error_from(exc))
+                if isinstance(event, Text):
+                    parts.append(stops.feed(event.delta))
+                elif isinstance(event, Failed):
+                    return _error_response(_api_error_from(event.error, parsed))
+                elif isinstance(event, Finished):
+                    finished = event
+                    parts.append(stops.flush())
         finally:
             reply.close()
             parsed.cleanup()
+        finished = finished or Finished("stop", "".join(parts), reply.usage)
         return JSONResponse({
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": self.model_id,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
-                         "logprobs": None, "finish_reason": _finish_reason(reply, stops)}],
-            "usage": _usage(reply),
+                         "logprobs": None, "finish_reason": _finish_reason(finished, stops)}],
+            "usage": reply.usage.as_dict(),
         })
 
-    async def _sse(self, reply: ReplyStreamLike, parsed: ChatRequest) -> AsyncIterator[str]:
+    async def _sse(self, reply: Reply, parsed: ChatRequest) -> AsyncIterator[str]:
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()), "model": self.model_id}
 
         def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -241,21 +249,30 @@ class OpenAIApi:
             return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
         stops = StopFilter(parsed.stop)
+        events = reply.events()  # the first text at once, then at most one chunk per stream interval
+        finished: Finished | None = None
         try:
             yield event({"role": "assistant", "content": ""})
-            chunks = updates(reply, self.stream_interval_s)  # the first at once, then at most one per interval
             while not stops.hit:
-                piece = await anyio.to_thread.run_sync(next, chunks, _END)
-                text = stops.flush() if piece is _END else stops.feed(piece)
-                if text:
-                    yield event({"content": text})
-                if piece is _END:
+                item = await anyio.to_thread.run_sync(next, events, _END)
+                if item is _END:
                     break
-            yield event({}, _finish_reason(reply, stops))
-            if parsed.include_usage:
-                yield f"data: {json.dumps(dict(base, choices=[], usage=_usage(reply)))}\n\n"
-        except Exception as exc:  # noqa: BLE001 - errors mid-stream travel as an error event
-            yield f"data: {json.dumps(_api_error_from(exc).body(), ensure_ascii=False)}\n\n"
+                if isinstance(item, Text):
+                    text = stops.feed(item.delta)
+                    if text:
+                        yield event({"content": text})
+                elif isinstance(item, Failed):  # errors mid-stream travel as an error event
+                    yield f"data: {json.dumps(_api_error_from(item.error, parsed).body(), ensure_ascii=False)}\n\n"
+                    break
+                elif isinstance(item, Finished):
+                    finished = item
+                    rest = stops.flush()
+                    if rest:
+                        yield event({"content": rest})
+            if finished is not None or stops.hit:
+                yield event({}, _finish_reason(finished or Finished("stop", "", reply.usage), stops))
+                if parsed.include_usage:
+                    yield f"data: {json.dumps(dict(base, choices=[], usage=reply.usage.as_dict()))}\n\n"
         finally:
             reply.close()  # a dropped client lands here too: generation stops within one token
             parsed.cleanup()
@@ -277,16 +294,17 @@ def served_model_id(checkpoint: str) -> str:
     return checkpoint.rsplit("/", 1)[-1] if local else checkpoint
 
 
-def api_routes(backend: ChatBackend, config: Any) -> list[Any]:
-    """The ``/v1`` routes for ``backend`` as ``config`` (a DemoConfig) sets them up; [] when the API is off."""
+def api_routes(service: ChatService | ChatBackend, config: DemoConfig) -> list[Any]:
+    """The ``/v1`` routes over ``service`` (pass the page's, so that both share one admission) as
+    ``config`` sets them up; [] when the API is off."""
     if not config.api:
         return []
+    service = service_of(service, config)
     api = OpenAIApi(
-        backend,
-        model_id=served_model_id(backend.info.checkpoint),
+        service,
+        model_id=served_model_id(service.info.checkpoint),
         api_key=config.api_key or None,
         logins=config.credentials,
         limits=ApiLimits(max_audio_bytes=config.max_upload_bytes, url_allowlist=config.audio_url_hosts),
-        stream_interval_s=config.stream_interval_ms / 1000,
     )
     return api.routes()

@@ -13,7 +13,6 @@ import base64
 import binascii
 import ipaddress
 import logging
-import math
 import re
 import shutil
 import socket
@@ -24,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from model.conversation import BaseTask, ConversationError
-from model.params import GenerationParams, InvalidParamsError
+from model.errors import UserFacingError
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +36,18 @@ _MIME_TO_FORMAT = {
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
 
 
-class ApiError(Exception):
+#: Our setting names (:data:`model.params.PARAMS`) as the API names them.
+API_NAMES = {"max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+             "repetition_penalty": "repetition_penalty", "seed": "seed", "min_new_tokens": "min_tokens"}
+
+
+class ApiError(UserFacingError):
     """An error answered as OpenAI-style JSON: ``{"error": {"message", "type", "param", "code"}}``."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
                  code: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        super().__init__(message, status)
+        self.message, self.type, self.param, self.code = message, type, param, code
         self.headers = headers
 
     def body(self) -> dict[str, Any]:
@@ -74,7 +78,8 @@ class ChatRequest:
     """A parsed request: the backend conversation, its settings, and the temp dir holding its audio."""
 
     messages: list[dict[str, Any]]
-    params: GenerationParams
+    #: The request's generation settings as sent, by our names (the service checks and completes them).
+    settings: dict[str, Any]
     stream: bool
     include_usage: bool
     stop: list[str]
@@ -94,16 +99,19 @@ class ChatRequest:
             self.workdir = None
 
 
-def _number(body: dict[str, Any], name: str, kind: type, low: float | None = None, high: float | None = None) -> Any:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise ApiError(400, f"'{name}' must be a number.", param=name)
-    value = kind(value)
-    if (low is not None and value < low) or (high is not None and value > high) or (isinstance(value, float) and not math.isfinite(value)):
-        raise ApiError(400, f"'{name}' is out of range.", param=name)
-    return value
+def _settings(body: dict[str, Any]) -> dict[str, Any]:
+    """The generation settings of ``body`` by our names; each must be a JSON number (or absent/null).
+    ``top_k: -1`` (vLLM's "off") is our 0; ``max_completion_tokens`` wins over ``max_tokens``."""
+    raw = {ours: body.get(theirs) for ours, theirs in API_NAMES.items()}
+    if body.get("max_completion_tokens") is not None:
+        raw["max_new_tokens"] = body["max_completion_tokens"]
+    if raw["top_k"] == -1:
+        raw["top_k"] = 0
+    for ours, value in raw.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            name = API_NAMES[ours]
+            raise ApiError(400, f"{name} must be a number, not {value!r}.", param=name)
+    return {k: v for k, v in raw.items() if v is not None}
 
 
 def parse_chat_request(body: Any, limits: ApiLimits) -> ChatRequest:
@@ -115,19 +123,7 @@ def parse_chat_request(body: Any, limits: ApiLimits) -> ChatRequest:
         raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
     if body.get("n", 1) not in (1, None):
         raise ApiError(400, "Only n=1 is supported.", param="n")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    try:
-        params = GenerationParams(
-            max_new_tokens=_number({"max_tokens": max_tokens}, "max_tokens", int, 1),
-            temperature=_number(body, "temperature", float, 0, 2),
-            top_p=_number(body, "top_p", float, 0, 1),
-            top_k=_number(body, "top_k", int, -1) if body.get("top_k") not in (None, -1) else None,
-            repetition_penalty=_number(body, "repetition_penalty", float, 0),
-            seed=_number(body, "seed", int),
-            min_new_tokens=_number(body, "min_tokens", int, 0),  # vLLM's extension
-        )
-    except InvalidParamsError as exc:
-        raise ApiError(400, exc.user_message) from None
+    settings = _settings(body)
     stop = body.get("stop") or []
     if isinstance(stop, str):
         stop = [stop]
@@ -135,7 +131,7 @@ def parse_chat_request(body: Any, limits: ApiLimits) -> ChatRequest:
         raise ApiError(400, "'stop' must be a string or a list of up to 4 non-empty strings.", param="stop")
     stream_options = body.get("stream_options") or {}
     request = ChatRequest(
-        messages=[], params=params, stream=bool(body.get("stream", False)),
+        messages=[], settings=settings, stream=bool(body.get("stream", False)),
         include_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
         stop=stop, model=body.get("model") if isinstance(body.get("model"), str) else None,
     )

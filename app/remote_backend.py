@@ -24,23 +24,19 @@ import httpx
 import numpy as np
 
 from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, window_count
-from model.caches import FileDigests, LruCache, cached_decoder
+from model.caches import CacheSizes, FileDigests, LruCache, cached_decoder
+from model.errors import UserFacingError
 from model.params import GenerationParams
+
+from .openai_protocol import API_NAMES
 
 logger = logging.getLogger(__name__)
 
 
-class RemoteBackendError(Exception):
+class RemoteBackendError(UserFacingError):
     """The server refused or failed a request; ``user_message`` is its sentence (or ours)."""
 
-    def __init__(self, user_message: str, status: int = 502):
-        super().__init__(user_message)
-        self.user_message = user_message
-        self.status = status
-
-
-#: Decoded audio the remote backend keeps for the page's checks, the requests and the clips.
-AUDIO_CACHE_MB = 256
+    status = 502
 
 
 @dataclass(frozen=True)
@@ -52,6 +48,8 @@ class RemoteInfo:
     device: str = "remote"
     dtype: str = "remote"
     random_weights: bool = False
+    #: The server's defaults, as its /v1/models reports them (this demo's does; others: none).
+    generation_defaults: GenerationParams = field(default_factory=GenerationParams)
 
     @property
     def label(self) -> str:
@@ -101,6 +99,15 @@ def _error_sentence(response: httpx.Response) -> str:
     return message or f"The model server answered HTTP {response.status_code}."
 
 
+def _defaults_of(entry: dict[str, Any]) -> GenerationParams:
+    """The ``generation_defaults`` a /v1/models entry reports, or none when it reports none usable."""
+    try:
+        return GenerationParams.from_mapping(entry.get("generation_defaults") or {})
+    except (UserFacingError, TypeError, AttributeError):
+        logger.warning("the model server reports unusable generation defaults: %r", entry.get("generation_defaults"))
+        return GenerationParams()
+
+
 class RemoteReplyStream:
     """Text pieces of one streamed reply from the server; ``close()`` closes the HTTP stream."""
 
@@ -120,6 +127,9 @@ class RemoteReplyStream:
     def wait_started(self, timeout: float | None = None) -> bool:
         return True  # the server has answered with its headers: generation is under way there
 
+    def take_ready(self, until: float | None = None) -> str:
+        return ""  # each server-sent event is one update already
+
     def __iter__(self) -> Iterator[str]:
         return self
 
@@ -131,7 +141,7 @@ class RemoteReplyStream:
                 self.close()
                 break
             except httpx.HTTPError as exc:
-                self.close()
+                self.close("error")
                 raise RemoteBackendError(f"The connection to the model server broke off ({type(exc).__name__}).") from None
             if not line.startswith("data:"):
                 continue
@@ -141,7 +151,7 @@ class RemoteReplyStream:
                 break
             chunk = json.loads(data)
             if "error" in chunk:
-                self.close()
+                self.close("error")
                 error = chunk["error"]
                 raise RemoteBackendError(error.get("message") or "The model server failed.", int(error.get("code") or 502) if str(error.get("code", "")).isdigit() else 502)
             if chunk.get("usage"):
@@ -155,12 +165,12 @@ class RemoteReplyStream:
                     return piece
         raise StopIteration
 
-    def close(self) -> None:
+    def close(self, reason: str = "cancelled") -> None:
         if not self._closed:
             self._closed = True
             self._response.close()
             if self.finish_reason is None:
-                self.finish_reason = "cancelled"
+                self.finish_reason = reason
 
     def __enter__(self) -> "RemoteReplyStream":
         return self
@@ -173,7 +183,9 @@ class RemoteBackend:
     """Streams replies from an OpenAI-compatible ``/v1/chat/completions`` endpoint."""
 
     def __init__(self, api_base: str, *, api_key: str | None = None, model: str | None = None,
-                 audio_limits: AudioLimits | None = None, timeout_s: float = 600.0):
+                 audio_limits: AudioLimits | None = None, timeout_s: float = 600.0,
+                 audio_cache_mb: int = CacheSizes.audio_mb):
+        """``audio_cache_mb``: decoded audio kept for the page's checks, the requests and the clips."""
         self.api_base = api_base.rstrip("/")
         if not self.api_base.endswith("/v1"):
             self.api_base += "/v1"
@@ -191,13 +203,14 @@ class RemoteBackend:
             checkpoint=entry["id"], api_base=self.api_base,
             family=entry.get("family", "chat"), model_family=entry.get("model_family") or "Qwen2-Audio",
             random_weights=bool(entry.get("random_weights", False)),
+            generation_defaults=_defaults_of(entry),
         )
         logger.info("remote backend: %s", self.info.label)
         # Decoded here as the server's model family decodes (Qwen-Audio: 16-bit samples), and sent as float
         # samples that its decoder reads back exactly; one ffmpeg run per distinct file while it is cached.
         pcm = "s16" if self.info.model_family == "Qwen-Audio" else "f32"
         decode = decode_audio if pcm == "f32" else functools.partial(decode_audio, pcm=pcm)
-        self._decode = cached_decoder(decode, LruCache(AUDIO_CACHE_MB << 20, name="decoded audio"), FileDigests())
+        self._decode = cached_decoder(decode, LruCache(audio_cache_mb << 20, name="decoded audio"), FileDigests())
 
     @property
     def family(self) -> str:
@@ -250,11 +263,8 @@ class RemoteBackend:
         }
         if prepared.task is not None:
             body["task"] = prepared.task
-        for ours, theirs in (("max_new_tokens", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"),
-                             ("top_k", "top_k"), ("repetition_penalty", "repetition_penalty"), ("seed", "seed")):
-            value = getattr(params, ours)
-            if value is not None:
-                body[theirs] = value
+        for ours, value in params.as_dict().items():
+            body[API_NAMES[ours]] = value
         request = self._client.build_request("POST", f"{self.api_base}/chat/completions", json=body)
         try:
             response = self._client.send(request, stream=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, window_count
+from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, format_clock, window_count
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +37,6 @@ SINGLE_CLIP_SECONDS = 3.0
 BACKWARD_JUMP_S = 1.0
 #: The encoder window the models see (see model.audio.AudioLimits.window_seconds).
 WINDOW_SECONDS = 30.0
-
-
-def format_time(seconds_text: str, fraction: str = "") -> str:
-    """``("62", ".5")`` -> ``"1:02.5"``: minutes and zero-padded seconds, the fraction kept as written."""
-    minutes, seconds = divmod(int(seconds_text), 60)
-    return f"{minutes}:{seconds:02d}{fraction}"
 
 
 def window_offsets(times: list[float], windows: int = 1, window_seconds: float = WINDOW_SECONDS) -> list[float]:
@@ -67,13 +61,13 @@ def render_timestamps(text: str, windows: int = 1, window_seconds: float = WINDO
     def readable(m: re.Match) -> str:
         seconds, fraction = m.group(1), m.group(2) or ""
         offset = next(offsets)
+        digits = len(fraction) - 1 if fraction else 0  # as many decimals as the token has
         if not offset:
-            return f'<time datetime="PT{seconds}{fraction}S">{format_time(seconds, fraction)}</time>'
-        digits = len(fraction) - 1 if fraction else 0
+            clock = format_clock(float(seconds + fraction), digits)
+            return f'<time datetime="PT{seconds}{fraction}S">{clock}</time>'
         shifted = f"{float(seconds + fraction) + offset:.{digits}f}"
-        whole, _, part = shifted.partition(".")
         return (f'<time datetime="PT{shifted}S" data-token="{seconds}{fraction}">'
-                f'{format_time(whole, "." + part if part else "")}</time>')
+                f'{format_clock(float(shifted), digits)}</time>')
 
     return _TOKEN.sub(readable, text)
 
@@ -116,12 +110,7 @@ class Clip:
 
     @property
     def label(self) -> str:
-        return f"{_clock(self.start)} – {_clock(self.end)}"
-
-
-def _clock(seconds: float) -> str:
-    whole, cents = divmod(int(round(seconds * 100)), 100)
-    return format_time(str(whole), f".{cents:02d}")
+        return f"{format_clock(self.start, 2)} – {format_clock(self.end, 2)}"
 
 
 def _write_wav(path: Path, samples: np.ndarray) -> None:

@@ -132,7 +132,7 @@ def _start_server(workdir: Path, checkpoint: str | None, port: int) -> tuple[sub
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "web_demo_audio.py"), "-c", checkpoint, "--cpu-only", "--server-port", str(port),
-         "--no-examples", "--concurrency-limit", "16", "--max-queue-size", "64", "--log-level", "WARNING"],
+         "--no-examples", "--max-queue-size", "64", "--log-level", "WARNING"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     import httpx

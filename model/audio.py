@@ -335,7 +335,7 @@ def _reason_from_stderr(stderr: str, source: str) -> str:
 
 def _too_long_reason(source: str, max_seconds: float) -> str:
     """The reason for AudioTooLongError; asks ffprobe for the real length (only this one decoded part of it)."""
-    limit = _format_duration(max_seconds, short_whole_minutes=True)
+    limit = format_duration(max_seconds, short_whole_minutes=True)
     duration = None
     try:
         info = ffmpeg.probe(source, cmd=_FFPROBE, v="error", protocol_whitelist="file")
@@ -347,11 +347,19 @@ def _too_long_reason(source: str, max_seconds: float) -> str:
     except Exception as exc:  # noqa: BLE001 - the length is only decoration for the message
         logger.debug("ffprobe could not tell the length of %s: %s", source, exc)
     if duration is not None and duration > max_seconds:
-        return f"the audio is {_format_duration(duration)} long; the limit is {limit}"
+        return f"the audio is {format_duration(duration)} long; the limit is {limit}"
     return f"the audio is longer than the limit of {limit}"
 
 
-def _format_duration(seconds: float, short_whole_minutes: bool = False) -> str:
+def format_clock(seconds: float, decimals: int = 0) -> str:
+    """A time as a clock reads it: 75 -> "1:15", (2.46, 1) -> "0:02.5", (61.5, 2) -> "1:01.50"."""
+    scale = 10 ** decimals
+    whole, fraction = divmod(int(round(seconds * scale)), scale)
+    minutes, secs = divmod(whole, 60)
+    return f"{minutes}:{secs:02d}" + (f".{fraction:0{decimals}d}" if decimals else "")
+
+
+def format_duration(seconds: float, short_whole_minutes: bool = False) -> str:
     """660 -> "11 min 0 s", 45.25 -> "45.2 s"; with short_whole_minutes 300 -> "5 min"."""
     tenths = int(round(seconds * 10))
     minutes, rest = divmod(tenths, 600)

@@ -10,15 +10,30 @@ from __future__ import annotations
 import os
 
 
-class WorkerError(Exception):
-    """Base class of every error the model layer raises on purpose."""
+class UserFacingError(Exception):
+    """The one base of every error meant for a person: ``user_message`` (one sentence naming what is
+    wrong) and ``status`` (the HTTP status an API answers it with). Every layer's own errors derive
+    from it (the model's below, the app's config, API and remote-backend errors), so every entry
+    point shows the sentence and keeps serving, and only other exceptions are faults with tracebacks.
+    """
 
-    #: HTTP-like status a front end may use (400 bad request, 413 too large, 503 busy/unavailable, 500 server).
+    #: HTTP-like status a front end may use (400 bad request, 413 too large, 429 busy, 503 unavailable, 500 server).
     status: int = 500
 
-    def __init__(self, user_message: str):
+    def __init__(self, user_message: str, status: int | None = None):
         super().__init__(user_message)
         self.user_message = user_message
+        if status is not None:
+            self.status = status
+
+
+def user_message_of(exc: BaseException) -> str | None:
+    """The sentence of a user-facing error; None for anything else (a fault)."""
+    return exc.user_message if isinstance(exc, UserFacingError) and exc.user_message else None
+
+
+class WorkerError(UserFacingError):
+    """Base class of every error the model layer raises on purpose."""
 
 
 class AudioError(WorkerError):
@@ -73,7 +88,7 @@ class CheckpointLoadError(WorkerError):
 
 
 class WorkerBusyError(WorkerError):
-    """The request queue is full."""
+    """The request queue is full (the worker's own ``max_queue``, or the app's admission control)."""
 
     status = 429
 

@@ -26,6 +26,8 @@ import logging
 import os
 from pathlib import Path
 
+from .audio import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
 #: Written into the checkpoint's config so every consumer can say plainly what it is.
@@ -123,7 +125,7 @@ def build_processor(chat: bool = True):
 
     feature_extractor = WhisperFeatureExtractor(
         feature_size=128,
-        sampling_rate=16000,
+        sampling_rate=SAMPLE_RATE,
         hop_length=160,
         chunk_length=30,
         n_fft=400,

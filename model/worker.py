@@ -18,11 +18,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import AudioLimits, decode_audio
-from .caches import FileDigests, LruCache, cached_decoder
+from .caches import CacheSizes, FileDigests, LruCache, cached_decoder
 from .conversation import AudioCollector, PreparedPrompt
 from .errors import (
     ContextTooLongError,
@@ -37,7 +37,7 @@ from .loading import DEFAULT_CHECKPOINT, Placement, load_model_and_processor, lo
 from . import zerogpu
 from .families import make_family
 from .generation import generate_tokens, run_generate
-from .params import ATTENTION_CHOICES, KV_CACHE_CHOICES, GenerationParams
+from .params import ATTENTION_CHOICES, FALLBACK, KV_CACHE_CHOICES, GenerationParams
 from .prefix_cache import PrefixCache
 
 logger = logging.getLogger(__name__)
@@ -48,19 +48,6 @@ _LIVENESS_POLL_S = 0.5
 FAILED = "Generation failed unexpectedly (the error was logged); please try again."
 RESTARTED = "The model worker stopped unexpectedly and has been restarted; please send your message again."
 STOPPED = "The model worker is shutting down; it takes no more requests."
-
-
-@dataclass(frozen=True)
-class CacheSizes:
-    """Budgets of the worker's content-keyed caches; 0 turns one off.
-
-    ``prefix_tokens`` bounds the prompt KV caches kept for reuse: on Qwen2-Audio-7B in bfloat16 a token
-    costs about 0.5 MiB of GPU memory, so the default 8192 tokens is up to 4 GiB.
-    """
-
-    audio_mb: int = 256
-    features_mb: int = 256
-    prefix_tokens: int = 8192
 
 
 @dataclass(frozen=True)
@@ -111,6 +98,8 @@ class WorkerInfo:
     context_length: int
     parameters: int
     model_family: str = "Qwen2-Audio"  # or "Qwen-Audio" (Qwen-Audio-Chat and Qwen-Audio)
+    #: The sampling defaults the checkpoint's generation_config sets (the lowest layer of the app's defaults).
+    generation_defaults: GenerationParams = field(default_factory=GenerationParams)
 
     @property
     def label(self) -> str:
@@ -295,7 +284,6 @@ class ModelWorker:
         checkpoint: str,
         placement: Placement,
         audio_limits: AudioLimits | None = None,
-        default_max_new_tokens: int = 512,
         max_queue: int | None = None,
         gpu_duration: int = 120,
         cache: CacheSizes | None = None,
@@ -306,7 +294,6 @@ class ModelWorker:
         self.processor = processor
         self.placement = placement
         self.audio_limits = audio_limits or AudioLimits()
-        self.default_max_new_tokens = default_max_new_tokens
         self.max_queue = max_queue
         self._encode_lock = threading.Lock()
 
@@ -346,6 +333,7 @@ class ModelWorker:
             context_length=self.family_adapter.context_length,
             parameters=sum(p.numel() for p in model.parameters()),
             model_family=self.family_adapter.name,
+            generation_defaults=GenerationParams.from_generation_config(model.generation_config),
         )
         self._cv = threading.Condition()
         self._waiting: deque[_Request] = deque()
@@ -364,7 +352,6 @@ class ModelWorker:
         dtype: str = "auto",
         *,
         audio_limits: AudioLimits | None = None,
-        default_max_new_tokens: int = 512,
         max_queue: int | None = None,
         gpu_duration: int = 120,
         cache: CacheSizes | None = None,
@@ -376,7 +363,7 @@ class ModelWorker:
         with one sentence when the checkpoint cannot be found, downloaded or loaded.
         """
         speedups = speedups or Speedups()
-        key = (checkpoint, device, dtype, audio_limits or AudioLimits(), default_max_new_tokens, max_queue, gpu_duration,
+        key = (checkpoint, device, dtype, audio_limits or AudioLimits(), max_queue, gpu_duration,
                cache or CacheSizes(), speedups)
         with cls._instances_lock:
             worker = cls._instances.get(key)
@@ -390,7 +377,6 @@ class ModelWorker:
                     checkpoint=checkpoint,
                     placement=placement,
                     audio_limits=audio_limits,
-                    default_max_new_tokens=default_max_new_tokens,
                     max_queue=max_queue,
                     gpu_duration=gpu_duration,
                     cache=cache,
@@ -428,7 +414,7 @@ class ModelWorker:
         generate_kwargs = params.to_generate_kwargs(self.model.generation_config)
         generate_kwargs.update(self.speedups.generate_kwargs(self.placement.device))
         wanted = generate_kwargs.get("max_new_tokens") or getattr(self.model.generation_config, "max_new_tokens", None)
-        generate_kwargs["max_new_tokens"] = min(wanted or self.default_max_new_tokens, room)
+        generate_kwargs["max_new_tokens"] = min(wanted or FALLBACK.max_new_tokens, room)
         if "min_new_tokens" in generate_kwargs:
             generate_kwargs["min_new_tokens"] = min(generate_kwargs["min_new_tokens"], generate_kwargs["max_new_tokens"])
         request = _Request(inputs, generate_kwargs, params.seed, prepared)

@@ -40,6 +40,13 @@ class FakeInfo:
     dtype: str = "float32"
     random_weights: bool = False
     model_family: str = "Qwen2-Audio"
+    generation_defaults: Any = None
+
+    def __post_init__(self) -> None:
+        if self.generation_defaults is None:
+            from model.params import GenerationParams
+
+            object.__setattr__(self, "generation_defaults", GenerationParams())
 
     @property
     def label(self) -> str:
@@ -57,6 +64,12 @@ class ScriptedStream:
         self.cancelled = threading.Event()
         self.closed_at: float | None = None
         self.emitted = 0
+        self.finish_reason: str | None = None
+        self.prompt_tokens = 0
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.emitted
 
     @property
     def position(self) -> int | None:
@@ -65,11 +78,17 @@ class ScriptedStream:
     def wait_started(self, timeout: float | None = None) -> bool:
         return True
 
+    def take_ready(self, until: float | None = None) -> str:
+        return ""
+
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        if self.cancelled.is_set() or self.emitted >= len(self._pieces):
+        if self.cancelled.is_set():
+            raise StopIteration
+        if self.emitted >= len(self._pieces):
+            self.finish_reason = self.finish_reason or "stop"
             raise StopIteration
         if self._delay:
             if self.cancelled.wait(self._delay):
@@ -77,6 +96,7 @@ class ScriptedStream:
         piece = self._pieces[self.emitted]
         self.emitted += 1
         if isinstance(piece, BaseException):  # a scripted failure in the middle of a reply
+            self.finish_reason = "error"
             raise piece
         return piece
 
@@ -85,6 +105,7 @@ class ScriptedStream:
             self.closed_at = time.monotonic()
             if self.emitted < len(self._pieces):
                 self.cancelled.set()
+                self.finish_reason = self.finish_reason or "cancelled"
             self._on_close(self)
 
     def __enter__(self) -> "ScriptedStream":
@@ -110,6 +131,10 @@ class ScriptedWorker:
     @property
     def family(self) -> str:
         return self.info.family
+
+    def shutdown(self) -> None:
+        for stream in self.streams:
+            stream.close()
 
     def decode_audio(self, path: str, limits: Any = None) -> Any:
         from model.audio import AudioLimits, decode_audio

@@ -109,3 +109,14 @@ def audio_dir(tmp_path_factory) -> Path:
     for i in range(8):
         write_wav(d / f"client_{i}.wav", tone(1.0 + 0.4 * i, 200.0 + 90.0 * i, seed=10 + i))
     return d
+
+
+@pytest.fixture
+def toasts(monkeypatch) -> list[str]:
+    """The page's toasts (``gr.Warning`` and ``gr.Info`` from the handlers), in order."""
+    from app import handlers
+
+    shown: list[str] = []
+    monkeypatch.setattr(handlers.gr, "Warning", lambda message, *a, **k: shown.append(message))
+    monkeypatch.setattr(handlers.gr, "Info", lambda message, *a, **k: shown.append(message))
+    return shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,21 @@ def test_every_preset_in_the_folder_is_tested():
                                                               "qwen-audio-chat.yaml"]
 
 
-def test_the_qwen_audio_chat_preset_carries_that_checkpoint_s_own_sampling_defaults():
+def test_the_qwen_audio_chat_preset_gets_that_checkpoint_s_own_sampling_defaults(qwen_audio_worker):
     import json
 
+    from app.service import ChatService
     from qwen_audio_fixture import FIXTURE
 
     config = load_config(["--config", str(CONFIGS / "qwen-audio-chat.yaml")], environ={})
     published = json.loads((FIXTURE / "tiny-chat" / "generation_config.json").read_text())  # the hub's values
     assert config.checkpoint_path == "Qwen/Qwen-Audio-Chat"
-    assert (config.top_p, config.top_k, config.repetition_penalty) == (published["top_p"], published["top_k"], 1.0)
+    # The preset sets no sampling value: the checkpoint's generation_config gives them (temperature and
+    # repetition penalty it leaves unset: transformers' 1.0).
+    assert (config.temperature, config.top_p, config.top_k, config.repetition_penalty) == (None,) * 4
+    defaults = ChatService(qwen_audio_worker, config).defaults
+    assert (defaults.max_new_tokens, defaults.temperature, defaults.top_p, defaults.top_k,
+            defaults.repetition_penalty) == (published["max_new_tokens"], 1.0, published["top_p"], published["top_k"], 1.0)
 
 
 def test_cpu_tryout_preset_is_cpu_and_greedy():
@@ -110,13 +117,13 @@ def test_every_field_has_a_flag_with_its_default_in_help():
     [
         ([], {"QWEN_DEMO_SERVER_PORT": "http"}, "server_port from $QWEN_DEMO_SERVER_PORT must be int"),
         ([], {"QWEN_DEMO_SHARE": "maybe"}, "share"),
-        (["--temperature", "-1"], {}, "temperature must be 0 or more"),
+        (["--temperature", "-1"], {}, "temperature must be a number in [0, 2] (0 = greedy), not -1.0."),
         (["--max-new-tokens", "5000"], {}, "max_new_tokens"),
         ([], {"QWEN_DEMO_DEVICE": "tpu"}, "device must be one of auto, cuda, cpu"),
     ],
 )
 def test_bad_values_are_one_sentence_naming_the_field(argv, env, fragment):
-    with pytest.raises(ConfigError, match=fragment.replace("$", r"\$")):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         load_config(argv, environ=env)
 
 

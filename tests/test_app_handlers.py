@@ -8,10 +8,11 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from app import handlers as handlers_module
 from app.api import user_turn_messages
 from app.config import DemoConfig
-from app.handlers import ChatHandlers, format_duration, make_params
+from app.handlers import ChatHandlers
+from model.audio import format_clock
+from model.errors import UserFacingError
 from app_fixtures import ScriptedWorker
 from audio_samples import tone, write_wav
 
@@ -91,17 +92,12 @@ def test_empty_input_is_refused_in_the_browsers_language(tmp_path):
     assert english["message"].startswith("Type a question") and chinese["message"].startswith("请先输入问题")
 
 
-@pytest.fixture
-def toasts(monkeypatch):
-    shown = []
-    monkeypatch.setattr(handlers_module.gr, "Warning", lambda message, *a, **k: shown.append(message))
-    monkeypatch.setattr(handlers_module.gr, "Info", lambda message, *a, **k: shown.append(message))
-    return shown
-
-
 def test_backend_errors_become_their_sentence_and_others_an_apology(tmp_path, caplog, toasts):
-    class Refusal(Exception):
+    class Refusal(UserFacingError):
         user_message = "a.wav: the audio is 6 min long; the limit is 5 min"
+
+        def __init__(self):
+            super().__init__(self.user_message)
 
     def failing(exc):
         def reply(messages, n):
@@ -121,8 +117,11 @@ def test_backend_errors_become_their_sentence_and_others_an_apology(tmp_path, ca
 
 
 def test_an_error_mid_reply_keeps_what_was_answered(tmp_path, toasts):
-    class OutOfMemory(Exception):
+    class OutOfMemory(UserFacingError):
         user_message = "The GPU ran out of memory."
+
+        def __init__(self):
+            super().__init__(self.user_message)
 
     worker = ScriptedWorker(reply=lambda m, n: ["Half ", "an answer", OutOfMemory()])
     handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path)
@@ -132,8 +131,11 @@ def test_an_error_mid_reply_keeps_what_was_answered(tmp_path, toasts):
 
 
 def test_file_names_in_toasts_are_escaped(tmp_path, toasts):
-    class Refusal(Exception):
+    class Refusal(UserFacingError):
         user_message = "<img src=x onerror=alert(1)>.wav: bad"
+
+        def __init__(self):
+            super().__init__(self.user_message)
 
     def reply(messages, n):
         raise Refusal()
@@ -186,11 +188,14 @@ def test_waiting_in_the_worker_queue_shows_the_position(tmp_path):
     assert steps[-1][-1]["content"] == "answer 1"
 
 
-def test_settings_become_generation_params():
-    params = make_params(64.0, 0, 1.0, 0.0, 1.0, -1)
+def test_settings_become_generation_params(tmp_path):
+    handlers = ChatHandlers(ScriptedWorker(), DemoConfig(), clips_dir=tmp_path)
+    params = handlers.settings((64.0, 0, 1.0, 0.0, 1.0, -1))
     assert (params.max_new_tokens, params.temperature, params.top_k, params.seed) == (64, 0.0, 0, None)
-    assert make_params(10, 0.7, 0.5, 20, 1.1, 42.0).seed == 42
-    assert make_params(None, None, None, None, None, None).max_new_tokens is None
+    assert handlers.settings((10, 0.7, 0.5, 20, 1.1, 42.0)).seed == 42
+    # Nothing set: the service's defaults (the scripted checkpoint sets none: the fallback, 512 tokens).
+    assert handlers.settings((None, None, None, None, None, None)) == handlers.service.defaults
+    assert handlers.service.defaults.max_new_tokens == 512
 
 
 def test_regenerate_undo_and_clear(tmp_path):
@@ -216,8 +221,10 @@ def test_api_message_becomes_display_messages():
     ]
 
 
-def test_format_duration():
-    assert [format_duration(s) for s in (0.04, 2.46, 59.96, 75)] == ["0:00.0", "0:02.5", "1:00.0", "1:15.0"]
+def test_format_clock():
+    assert [format_clock(s, 1) for s in (0.04, 2.46, 59.96, 75)] == ["0:00.0", "0:02.5", "1:00.0", "1:15.0"]
+    assert [format_clock(s, 2) for s in (1.0, 61.5, 119.999)] == ["0:01.00", "1:01.50", "2:00.00"]
+    assert format_clock(75) == "1:15"
 
 
 def test_long_audio_on_the_real_worker_is_split_and_announced(worker, audio_dir, tmp_path, toasts):
@@ -230,8 +237,11 @@ def test_long_audio_on_the_real_worker_is_split_and_announced(worker, audio_dir,
 
 
 def test_a_new_question_refused_before_its_answer_goes_back_into_the_input(tmp_path, toasts):
-    class TooLong(Exception):
+    class TooLong(UserFacingError):
         user_message = "The conversation is 9000 tokens long, beyond the context of 8192 tokens."
+
+        def __init__(self):
+            super().__init__(self.user_message)
 
     def reply(messages, n):
         raise TooLong()
@@ -246,8 +256,11 @@ def test_a_new_question_refused_before_its_answer_goes_back_into_the_input(tmp_p
 
 
 def test_an_answer_cut_short_by_an_error_stays_in_the_chat(tmp_path, toasts):
-    class OutOfMemory(Exception):
+    class OutOfMemory(UserFacingError):
         user_message = "The GPU ran out of memory."
+
+        def __init__(self):
+            super().__init__(self.user_message)
 
     handlers = ChatHandlers(ScriptedWorker(reply=lambda m, n: ["Half ", OutOfMemory()]), DemoConfig(), clips_dir=tmp_path)
     history = [{"role": "user", "content": "hi"}]

@@ -6,7 +6,7 @@ import wave
 
 import pytest
 
-from app.timestamps import clip_ranges, cut_clips, find_timestamps, format_time, render_timestamps, restore_timestamps
+from app.timestamps import clip_ranges, cut_clips, find_timestamps, render_timestamps, restore_timestamps
 from audio_samples import tone, write_wav
 
 
@@ -32,7 +32,7 @@ def test_find_and_pair_timestamps():
     assert clip_ranges([1.5, 2.25, 4.0], duration=10) == [(1.5, 2.25), (4.0, 7.0)]
     assert clip_ranges([3.0, 1.0], duration=10) == [(1.0, 3.0)]  # a backwards pair is swapped
     assert clip_ranges([8.0, 12.0, 20.0, 21.0], duration=10) == [(8.0, 10)]  # cut to the audio; outside dropped
-    assert format_time("75", ".5") == "1:15.5"
+    assert render_timestamps("<|75.5|>") == '<time datetime="PT75.5S">1:15.5</time>'
 
 
 def test_cut_clips_writes_playable_wavs_of_the_named_ranges(tmp_path):

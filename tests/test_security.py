@@ -479,6 +479,6 @@ def test_request_contents_are_not_logged_at_info(real_url, tmp_path, capfd):
     logged = "\n".join(handler.lines)
     assert SECRET not in logged
     # The refusal is logged (a file name may be; the words of the request may not).
-    assert "request refused: tax-return-2024.wav" in logged
+    assert "refused (400): tax-return-2024.wav" in logged
     out, err = capfd.readouterr()
     assert SECRET not in out and SECRET not in err
