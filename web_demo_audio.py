@@ -6,7 +6,9 @@ the page for it and serve it. ``--help`` lists every option with its default.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +43,21 @@ def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a 
     )
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (checked before the model loads), or None."""
+    if port == 0:
+        return None
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"Port {port} on {host} is already in use; pass another one with --server-port (e.g. --server-port {port + 1})."
+            return f"Cannot listen on {host}:{port} ({exc.strerror or exc}); check --server-name and --server-port."
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(argv)
@@ -50,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
+    problem = port_problem(config.server_name, config.server_port)
+    if problem:  # said now, not after minutes of loading
+        logger.error("%s", problem)
+        return 2
 
     from model import zerogpu
 

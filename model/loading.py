@@ -60,6 +60,11 @@ def _looks_local(checkpoint: str) -> bool:
     return checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") > 1 or "\\" in checkpoint
 
 
+def _no_such_directory(checkpoint: str) -> CheckpointLoadError:
+    return CheckpointLoadError(
+        f"No such directory: {checkpoint} (a checkpoint path; hub ids look like Qwen/Qwen2-Audio-7B-Instruct).")
+
+
 def locate_checkpoint(checkpoint: str) -> Path:
     """Return a local directory holding ``checkpoint``, downloading a hub id (with progress bars) if needed.
 
@@ -70,9 +75,16 @@ def locate_checkpoint(checkpoint: str) -> Path:
     if os.path.isdir(expanded):
         path = Path(expanded)
     elif _looks_local(checkpoint):
-        raise CheckpointLoadError(f"Checkpoint directory {checkpoint} does not exist.")
+        raise _no_such_directory(checkpoint)
     else:
-        path = _download(checkpoint)
+        try:
+            path = _download(checkpoint)
+        except CheckpointLoadError:
+            # "checkpoints/tiny-randm" is shaped like a hub id, but its first part is a directory here:
+            # a mistyped path, which the hub's "not found" or "cannot be reached" would not explain.
+            if os.path.isdir(checkpoint.partition("/")[0]) and "/" in checkpoint:
+                raise _no_such_directory(checkpoint) from None
+            raise
     if not (path / "config.json").is_file():
         raise CheckpointLoadError(f"{checkpoint} is not a model checkpoint: it has no config.json.")
     try:
@@ -106,7 +118,7 @@ def _download(repo_id: str) -> Path:
         RevisionNotFoundError,
     )
 
-    logger.info("fetching %s from the Hugging Face hub (about 17 GB the first time; cached afterwards)", repo_id)
+    logger.info("fetching %s from the Hugging Face hub (the 7B checkpoints are about 17 GB; cached afterwards)", repo_id)
     try:
         return Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_FILES))
     except GatedRepoError:

@@ -16,9 +16,15 @@ from app_fixtures import ROOT, demo_process, free_port
 ENTRY = str(ROOT / "web_demo_audio.py")
 
 
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, ENTRY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=os.environ | {"PYTHONUNBUFFERED": "1"})
+def run(*args: str, timeout: float = 60, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, ENTRY, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {}))
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
 
 
 def test_serves_the_tiny_checkpoint_within_30_seconds(tiny_checkpoint, tmp_path):
@@ -53,7 +59,33 @@ def test_a_missing_checkpoint_exits_nonzero_with_one_line(tmp_path):
     assert result.returncode == 1
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) == 1, lines
-    assert "nowhere does not exist" in lines[0] and "Traceback" not in lines[0]
+    assert f"No such directory: {tmp_path / 'nowhere'}" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_a_mistyped_relative_path_is_no_such_directory_not_a_hub_id(tmp_path):
+    (tmp_path / "checkpoints" / "tiny-random").mkdir(parents=True)
+    result = run("-c", "checkpoints/tiny-randm", "--cpu-only", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    line = [x for x in (result.stdout + result.stderr).splitlines() if "ERROR" in x]
+    assert len(line) == 1 and "No such directory: checkpoints/tiny-randm" in line[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_busy_port_is_said_in_one_sentence_before_the_model_loads(tiny_checkpoint):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = run("-c", str(tiny_checkpoint), "--cpu-only", "--server-port", str(port))
+        elapsed = time.monotonic() - started
+    assert result.returncode == 2
+    line = one_line(result)
+    assert f"Port {port} on 127.0.0.1 is already in use; pass another one with --server-port" in line
+    assert "loaded" not in result.stdout + result.stderr  # refused before loading, not after it
+    print(f"busy port refused after {elapsed:.1f} s")
 
 
 def test_a_bad_config_value_exits_with_one_line():

@@ -49,7 +49,8 @@ def test_absent_path_gives_one_sentence(tmp_path):
     with pytest.raises(CheckpointLoadError) as info:
         ModelWorker.from_pretrained(str(tmp_path / "no-such-checkpoint"))
     message = info.value.user_message
-    assert message == f"Checkpoint directory {tmp_path / 'no-such-checkpoint'} does not exist."
+    assert message == (f"No such directory: {tmp_path / 'no-such-checkpoint'} (a checkpoint path; hub ids look like "
+                       "Qwen/Qwen2-Audio-7B-Instruct).")
 
 
 def test_directory_without_config_or_of_another_model(tmp_path):
