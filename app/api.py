@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 
@@ -22,6 +23,23 @@ from .history import Message
 from .i18n import language_of
 
 logger = logging.getLogger(__name__)
+
+
+HISTORY_FORMAT = ('[{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Hi!"}] (content: a string, '
+                  'or a list of {"type": "text", "text": ...} and {"type": "file", "file": handle_file(path)} items)')
+
+
+def checked_history(history: Any) -> list[Message]:
+    """``history`` as the API documents it, or a UserFacingError saying which message is not."""
+    if history is None or history == "":
+        return []
+    if not isinstance(history, list):
+        raise UserFacingError(f"history must be a list of messages such as {HISTORY_FORMAT}.", 400)
+    for i, message in enumerate(history):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant") \
+                or not isinstance(message.get("content"), (str, list, dict)):
+            raise UserFacingError(f"history[{i}] is not a message such as {HISTORY_FORMAT}.", 400)
+    return list(history)
 
 
 def user_turn_messages(message: dict | None) -> list[Message]:
@@ -67,8 +85,8 @@ class ChatApi:
         lang = language_of(request)
         service = self.handlers.service
         turn = user_turn_messages(message)
-        conversation = list(history or []) + turn
         try:
+            conversation = checked_history(history) + turn
             if not turn:
                 raise UserFacingError("message needs text or at least one audio file.", 400)
             params = self.handlers.settings((max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed))

@@ -72,7 +72,7 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
 
     ui.api_trigger.click(
         api.chat,
-        [ui.textbox, ui.chatbot, *ui.settings, *ui.api_task],
+        [ui.textbox, ui.api_history, *ui.settings, *ui.api_task],
         [ui.api_output],
         api_name="chat",
         api_description="Answer a message (text and audio files) after the earlier turns; streams the reply so far.",

@@ -54,6 +54,7 @@ class Layout:
     api_trigger: gr.Button
     api_output: gr.Textbox
     api_task: list[Any]  # /chat's task, language and timestamps (base checkpoints), empty by default
+    api_history: gr.JSON  # /chat's history: plain JSON, checked by the handler (string or list contents)
 
     @property
     def settings(self) -> list[Any]:
@@ -158,11 +159,14 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
     # The /chat API's trigger and result: never shown, never touched by the page.
     api_trigger = gr.Button("chat api", visible=False)
     api_output = gr.Textbox(visible=False, label="reply")
+    # Not the chatbot: Gradio would refuse {"role": "user", "content": "hello"} (a string content) with an
+    # opaque error before the handler could accept it or say what is wrong.
+    api_history = gr.JSON([], visible=False, label="history")
     api_task = [gr.Textbox("", visible=False, label="task"), gr.Textbox("", visible=False, label="language"),
                 gr.Checkbox(False, visible=False, label="timestamps")]
     return Layout(
         chatbot=chatbot, textbox=textbox, stop_btn=stop_btn, regen_btn=regen_btn, undo_btn=undo_btn,
         clear_btn=clear_btn, system_prompt=system_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
         top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, task=task, language=language, timestamps=timestamps,
-        api_trigger=api_trigger, api_output=api_output, api_task=api_task,
+        api_trigger=api_trigger, api_output=api_output, api_task=api_task, api_history=api_history,
     )

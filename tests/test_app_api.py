@@ -205,3 +205,15 @@ def test_updates_come_at_most_every_stream_interval_and_join_to_the_whole_reply(
     gaps = [b - a for (a, _), (b, _) in zip(steps, steps[1:-1])]  # the last one may come early: the reply ended
     assert all(gap >= interval * 0.95 for gap in gaps), gaps
     assert 2 <= len(steps) <= elapsed / interval + 2, (len(steps), elapsed)
+
+
+def test_history_takes_plain_string_contents_and_says_what_is_wrong_with_others(client):
+    plain = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "Hi! Ask me about audio."}]
+    parts = [{"role": "user", "content": [{"type": "text", "text": "hello"}]},
+             {"role": "assistant", "content": [{"type": "text", "text": "Hi! Ask me about audio."}]}]
+    message = {"text": "What can you do?", "files": []}
+    assert chat(client, message, plain)[-1] == chat(client, message, parts)[-1]
+    with pytest.raises(Exception, match=r"history\[1\] is not a message such as \[\{\"role\": \"user\""):
+        chat(client, message, [plain[0], {"role": "bot", "content": "?"}])
+    with pytest.raises(Exception, match="history must be a list of messages"):
+        chat(client, message, {"role": "user", "content": "hello"})

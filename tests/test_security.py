@@ -121,13 +121,24 @@ def test_chat_history_pointing_at_etc_passwd_is_refused(url):
     assert "passwd was not uploaded through this page; attach the file again." in events
 
 
-@pytest.mark.parametrize("item", [{"path": "/etc/passwd"}, {"file": {"path": "/etc/passwd"}}, "/etc/passwd",
-                                  {"type": "file", "file": {"path": "/etc/passwd"}},
-                                  {"type": "file", "file": "/etc/passwd"}])
-def test_chat_history_in_other_shapes_is_refused(url, item):
-    """Shapes the handlers understand but Gradio's chat model does not: Gradio refuses them before any handler."""
+@pytest.mark.parametrize("shape", ["bare path", "file dict", "file FileData", "file string"])
+def test_chat_history_in_other_shapes_is_refused_unread(url, scripted, tripwire, shape):
+    """/chat's history is plain JSON that the handler checks: every shape naming a file outside the upload
+    folder is refused with a sentence, and the file is never opened."""
+    path = str(tripwire.path)
+    item = {"bare path": {"path": path}, "file dict": {"file": {"path": path}},
+            "file FileData": {"type": "file", "file": {"path": path}}, "file string": {"type": "file", "file": path}}[shape]
+    calls = len(scripted.calls)
     events = chat_with_history(url, [{"role": "user", "content": [item]}])
-    assert "event: error" in events and PASSWD not in events and "Traceback" not in events
+    assert "event: error" in events and "Traceback" not in events
+    assert f"{Path(path).name} was not uploaded through this page" in events
+    assert not tripwire.opened and len(scripted.calls) == calls
+
+
+def test_a_path_as_plain_text_in_chat_history_stays_text(url, scripted):
+    events = chat_with_history(url, [{"role": "user", "content": ["/etc/passwd"]}])
+    assert "event: complete" in events and PASSWD not in events
+    assert scripted.calls[-1][0]["content"][0] == {"type": "text", "text": "/etc/passwd"}  # text, not a file
 
 
 def history_shapes(path: str) -> dict[str, list[dict]]:
@@ -226,7 +237,7 @@ def counting_http_server():
 def audio_url_request(url: str, audio_url: str) -> httpx.Response:
     messages = [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": audio_url}},
                                              {"type": "text", "text": "?"}]}]
-    return httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": messages}, timeout=30)
+    return httpx.post(f"{url}/v1/chat/completions", json={"messages": messages}, timeout=30)
 
 
 @pytest.mark.parametrize("audio_url", [
@@ -293,7 +304,7 @@ def test_uploads_over_the_limit_are_refused(url, tmp_path):
 def test_api_requests_over_the_limit_are_refused(url):
     audio = base64.b64encode(bytes(1024 * 1024 + 100)).decode()
     part = {"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}}
-    body = {"model": "m", "messages": [{"role": "user", "content": [part]}]}
+    body = {"messages": [{"role": "user", "content": [part]}]}
     response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
     assert response.status_code == 413 and "larger than the limit of 1 MB" in response.json()["error"]["message"]
     # A body too large for any audio is refused before it is read, whether or not it says how large it is.
@@ -354,7 +365,7 @@ def test_the_openai_api_needs_the_login(protected):
     assert httpx.get(models, auth=ALICE, timeout=10).status_code == 200
     assert httpx.get(models, auth=("bob", "builder"), timeout=10).status_code == 200
     good = openai.OpenAI(base_url=f"{protected}/v1", api_key=":".join(ALICE), max_retries=0)
-    reply = good.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    reply = good.chat.completions.create(model="scripted/fake-audio-chat", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content.startswith("answer")
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{protected}/v1", api_key="alice:wrong", max_retries=0).models.list()
@@ -467,7 +478,7 @@ def test_request_contents_are_not_logged_at_info(real_url, tmp_path, capfd):
                            api_name="/chat")
         part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(clip.read_bytes()).decode(), "format": "wav"}}
         for stream in (False, True):
-            body = {"model": "m", "stream": stream, "messages": [
+            body = {"stream": stream, "messages": [
                 {"role": "system", "content": f"system {SECRET}"},
                 {"role": "user", "content": [part, {"type": "text", "text": text}]}]}
             assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30).status_code == 200
