@@ -193,6 +193,10 @@ class OpenAIApi:
             self._check(request)
             body = json_body(await self._read_body(request))
             parsed = await run_in_threadpool(parse_chat_request, body, self.limits)
+            if parsed.model and parsed.model not in (self.model_id, self.service.info.checkpoint):
+                raise ApiError(404, f"The model {parsed.model!r} does not exist on this server, which serves "
+                                    f"{self.model_id!r} (see GET /v1/models).", param="model", code="model_not_found",
+                               type="invalid_request_error")
             try:
                 params = self.service.params(parsed.settings, API_NAMES)
             except InvalidParamsError as exc:

@@ -99,6 +99,27 @@ class ChatRequest:
             self.workdir = None
 
 
+#: Request fields this server cannot honour, with when a value is harmless (the default, or "off"): anything
+#: else is refused with 400 naming the field, instead of being silently ignored.
+UNSUPPORTED: dict[str, Any] = {
+    "tools": lambda v: not v, "tool_choice": lambda v: v in (None, "none"), "functions": lambda v: not v,
+    "function_call": lambda v: v in (None, "none"), "parallel_tool_calls": lambda v: True,
+    "logprobs": lambda v: not v, "top_logprobs": lambda v: not v, "logit_bias": lambda v: not v,
+    "presence_penalty": lambda v: not v, "frequency_penalty": lambda v: not v,
+    "response_format": lambda v: v is None or (isinstance(v, dict) and v.get("type") == "text"),
+    "modalities": lambda v: v is None or v == ["text"], "audio": lambda v: v is None,
+    "prediction": lambda v: v is None, "web_search_options": lambda v: v is None,
+}
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    for name, harmless in UNSUPPORTED.items():
+        if name in body and not harmless(body[name]):
+            raise ApiError(400, f"'{name}' is not supported by this server (it answers with text only: no tools, "
+                                "logprobs, penalties other than repetition_penalty, JSON modes or audio output).",
+                           param=name)
+
+
 def _settings(body: dict[str, Any]) -> dict[str, Any]:
     """The generation settings of ``body`` by our names; each must be a JSON number (or absent/null).
     ``top_k: -1`` (vLLM's "off") is our 0; ``max_completion_tokens`` wins over ``max_tokens``."""
@@ -123,6 +144,7 @@ def parse_chat_request(body: Any, limits: ApiLimits) -> ChatRequest:
         raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
     if body.get("n", 1) not in (1, None):
         raise ApiError(400, "Only n=1 is supported.", param="n")
+    _refuse_unsupported(body)
     settings = _settings(body)
     stop = body.get("stop") or []
     if isinstance(stop, str):

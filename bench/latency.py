@@ -203,7 +203,7 @@ def run_v1(url: str, http: Any, conversation: Conversation, encoded: list[str], 
         messages.append({"role": "user", "content": [
             {"type": "input_audio", "input_audio": {"data": encoded[t], "format": "wav"}},
             {"type": "text", "text": conversation.question(t)}]})
-    body = {"model": "bench", "messages": messages, "stream": True, "temperature": 0, "top_p": 1.0,
+    body = {"messages": messages, "stream": True, "temperature": 0, "top_p": 1.0,
             "repetition_penalty": 1.0, "max_tokens": params["max_new_tokens"]}
     timing = Timing()
     text = ""

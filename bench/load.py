@@ -114,7 +114,7 @@ class ChatClient:
                     {"type": "text", "text": self.question(turn)}]})
                 started = time.perf_counter()
                 response = http.post(f"{self.url}/v1/chat/completions", json={
-                    "model": "m", "messages": messages, "temperature": 0, "max_tokens": GREEDY["max_new_tokens"],
+                    "messages": messages, "temperature": 0, "max_tokens": GREEDY["max_new_tokens"],
                     "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0})
                 response.raise_for_status()
                 reply = response.json()["choices"][0]["message"]["content"]

@@ -106,7 +106,7 @@ def completion(server: str, content: list[dict], earlier_clip: Path) -> httpx.Re
         {"role": "user", "content": content},
     ]
     return httpx.post(f"{server}/v1/chat/completions", timeout=120,
-                      json={"model": "m", "messages": messages, "max_tokens": 8, "temperature": 0})
+                      json={"messages": messages, "max_tokens": 8, "temperature": 0})
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)

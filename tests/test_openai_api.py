@@ -111,7 +111,7 @@ def test_models_lists_the_served_model(client):
 
 
 def test_sse_ends_with_done(server, audio_dir):
-    body = {"model": "x", "stream": True, "max_tokens": 5, "temperature": 0,
+    body = {"model": "qwen2-audio-tiny", "stream": True, "max_tokens": 5, "temperature": 0,
             "messages": api_messages(("user", [audio_dir / "tone_a.wav", "hi"]))}
     with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
@@ -123,7 +123,7 @@ def test_sse_ends_with_done(server, audio_dir):
 def test_corrupt_audio_gets_a_400_with_a_message(client):
     bad = {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"not audio at all" * 100).decode(), "format": "wav"}}
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": [bad, {"type": "text", "text": "?"}]}])
+        client.chat.completions.create(model="qwen2-audio-tiny", messages=[{"role": "user", "content": [bad, {"type": "text", "text": "?"}]}])
     assert info.value.status_code == 400
     assert "message1-audio1.wav" in info.value.message and "not an audio file" in info.value.message
 
@@ -135,7 +135,7 @@ def test_corrupt_audio_gets_a_400_with_a_message(client):
 def test_audio_url_to_local_paths_or_internal_addresses_is_refused(client, url):
     part = {"type": "audio_url", "audio_url": {"url": url}}
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": [part]}])
+        client.chat.completions.create(model="qwen2-audio-tiny", messages=[{"role": "user", "content": [part]}])
     assert "audio" in info.value.message.lower()
 
 
@@ -143,7 +143,7 @@ def test_allowlisted_host_still_may_not_be_internal(worker, tmp_path):
     with serve_with_api(worker, tmp_path, limits=ApiLimits(url_allowlist=("localhost",))) as url:
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.BadRequestError) as info:
-            c.chat.completions.create(model="m", messages=[{"role": "user", "content": [
+            c.chat.completions.create(model="qwen2-audio-tiny", messages=[{"role": "user", "content": [
                 {"type": "audio_url", "audio_url": {"url": url.replace("127.0.0.1", "localhost") + "/x.wav"}}]}])
         assert "internal addresses" in info.value.message
 
@@ -155,6 +155,14 @@ def test_allowlisted_host_still_may_not_be_internal(worker, tmp_path):
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "unsupported type"),
     ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "@@@", "format": "wav"}}]}]}, 400, "base64"),
     ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "A" * 8_000_000, "format": "wav"}}]}]}, 413, "larger"),
+    ({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, 404, "The model 'gpt-4o' does not exist"),
+    ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]},
+     400, "'tools' is not supported"),
+    ({"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400, "'logprobs' is not supported"),
+    ({"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}, 400,
+     "'response_format' is not supported"),
+    ({"messages": [{"role": "user", "content": "hi"}], "frequency_penalty": 0.5}, 400, "'frequency_penalty' is not"),
+    ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "temperature must be a number"),
 ])
 def test_bad_requests_get_openai_style_errors(server, body, status, fragment):
     response = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=60)
@@ -163,23 +171,48 @@ def test_bad_requests_get_openai_style_errors(server, body, status, fragment):
     assert fragment in error["message"] and error["type"]
 
 
+def test_unknown_models_and_unsupported_fields_say_which(server):
+    model = httpx.post(f"{server}/v1/chat/completions", json={"model": "gpt-4o", "messages": [
+        {"role": "user", "content": "hi"}]}, timeout=60).json()["error"]
+    assert (model["code"], model["param"]) == ("model_not_found", "model")
+    tools = httpx.post(f"{server}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                             "tool_choice": "auto"}, timeout=60).json()["error"]
+    assert tools["param"] == "tool_choice"
+    # Harmless values of those fields (the defaults) are accepted, as is a request without a model.
+    fine = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "temperature": 0, "tools": [],
+            "logprobs": False, "frequency_penalty": 0, "presence_penalty": 0.0, "response_format": {"type": "text"}}
+    assert httpx.post(f"{server}/v1/chat/completions", json=fine, timeout=60).status_code == 200
+
+
+def test_mislabelled_audio_is_decoded_by_its_content(client, worker, audio_dir, tmp_path):
+    import subprocess
+
+    mp3 = tmp_path / "tone.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(audio_dir / "tone_a.wav"), str(mp3)], check=True)
+    part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(mp3.read_bytes()).decode(), "format": "wav"}}
+    labelled_wav = client.chat.completions.create(model="qwen2-audio-tiny", temperature=0, max_tokens=8, messages=[
+        {"role": "user", "content": [part, {"type": "text", "text": "What is it?"}]}])
+    expected = worker.generate(worker_messages(("user", [mp3, "What is it?"])), GenerationParams(temperature=0, max_new_tokens=8))
+    assert labelled_wav.choices[0].message.content == expected
+
+
 def test_stop_sequences_and_max_tokens_are_honoured(client, worker, audio_dir):
     turns = [("user", [audio_dir / "tone_b.wav", "Go on."])]
     expected = worker.generate(worker_messages(*turns), GenerationParams(temperature=0, max_new_tokens=40))
     stop = expected[5:8]
     assert stop and stop in expected
     cut = expected[: expected.index(stop)]
-    full = client.chat.completions.create(model="m", messages=api_messages(*turns), temperature=0, max_tokens=40, stop=[stop])
+    full = client.chat.completions.create(model="qwen2-audio-tiny", messages=api_messages(*turns), temperature=0, max_tokens=40, stop=[stop])
     assert full.choices[0].message.content == cut and full.choices[0].finish_reason == "stop"
     streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="m", messages=api_messages(*turns), temperature=0, max_tokens=40, stop=stop, stream=True) if c.choices)
+        model="qwen2-audio-tiny", messages=api_messages(*turns), temperature=0, max_tokens=40, stop=stop, stream=True) if c.choices)
     assert streamed == cut
-    short = client.chat.completions.create(model="m", messages=api_messages(*turns), temperature=0, max_completion_tokens=3)
+    short = client.chat.completions.create(model="qwen2-audio-tiny", messages=api_messages(*turns), temperature=0, max_completion_tokens=3)
     assert short.usage.completion_tokens == 3 and short.choices[0].finish_reason == "length"
 
 
 def test_seed_makes_sampling_reproducible(client, audio_dir):
-    kw = dict(model="m", messages=api_messages(("user", [audio_dir / "tone_a.wav", "hi"])), temperature=1.0, top_p=0.9, max_tokens=16)
+    kw = dict(model="qwen2-audio-tiny", messages=api_messages(("user", [audio_dir / "tone_a.wav", "hi"])), temperature=1.0, top_p=0.9, max_tokens=16)
     assert client.chat.completions.create(seed=7, **kw).choices[0].message.content == \
         client.chat.completions.create(seed=7, **kw).choices[0].message.content
 
@@ -204,7 +237,7 @@ def test_full_queue_gets_429(tmp_path, audio_dir):
     with serve_with_api(Busy(), tmp_path) as url:
         c = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.RateLimitError) as info:
-            c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+            c.chat.completions.create(model="qwen2-audio-tiny", messages=[{"role": "user", "content": "hi"}])
         assert info.value.status_code == 429 and "try again" in info.value.message
 
 
@@ -217,7 +250,7 @@ def test_not_ready_gets_503(worker, tmp_path):
 def test_dropping_a_stream_cancels_generation(server, worker, audio_dir):
     import time
 
-    body = {"model": "m", "stream": True, "temperature": 0, "max_tokens": 2000, "min_tokens": 2000,
+    body = {"model": "qwen2-audio-tiny", "stream": True, "temperature": 0, "max_tokens": 2000, "min_tokens": 2000,
             "messages": api_messages(("user", [audio_dir / "tone_a.wav", "Talk."]))}
     with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, timeout=60) as response:
         for n, _ in enumerate(response.iter_lines()):
