@@ -18,7 +18,7 @@ import gradio as gr
 
 from model.errors import UserFacingError
 
-from .handlers import ChatHandlers, as_gradio_error, session_of
+from .handlers import ChatHandlers, ReplyStopped, as_gradio_error, session_of
 from .history import Message
 from .i18n import language_of
 
@@ -97,9 +97,12 @@ class ChatApi:
             raise as_gradio_error(exc, service, lang) from None
         logger.info("api /chat: %d message(s), %d earlier", len(messages), len(history or []))
         steps = 0
-        for kind, value in self.handlers.reply_text(messages, params, lang):
-            if kind == "text":
-                steps += 1
-                yield value
+        try:
+            for kind, value in self.handlers.reply_text(messages, params, lang, session_of(request)):
+                if kind == "text":
+                    steps += 1
+                    yield value
+        except ReplyStopped:  # the same session's page pressed Stop or Clear
+            return
         if steps == 0:
             yield ""

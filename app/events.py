@@ -64,11 +64,13 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
     regenerated.then(**idle)
 
     running = [reply, regenerated]
-    ui.stop_btn.click(cancels=running, **idle)
-    ui.textbox.stop(cancels=running, **idle)
+    # Stop and Clear answer once the cancelled reply has ended (see ChatHandlers.stop / clear).
+    stop = idle | dict(fn=handlers.stop)
+    ui.stop_btn.click(cancels=running, **stop)
+    ui.textbox.stop(cancels=running, **stop)
     ui.undo_btn.click(handlers.undo, [ui.chatbot], [ui.chatbot, ui.textbox], **PRIVATE, **RAW)
     ui.clear_btn.click(handlers.clear, None, [ui.chatbot, *lock], cancels=running, queue=False, **PRIVATE)
-    ui.chatbot.clear(cancels=running, **idle)
+    ui.chatbot.clear(handlers.clear, None, [ui.chatbot, *lock], cancels=running, queue=False, **PRIVATE)
 
     ui.api_trigger.click(
         api.chat,

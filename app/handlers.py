@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,13 @@ from .config import DemoConfig
 from .history import (
     Message,
     audio_paths,
+    note,
+    note_titles,
     paths_outside,
     pop_last_turn,
     to_model_messages,
     without_last_reply,
-    without_notes,
+    without_pending,
 )
 from .i18n import language_of, say
 from .service import ChatService, Failed, Notice, Queued, ServerFault, Text, service_of
@@ -48,6 +51,9 @@ from .temp_files import TempFiles
 from .timestamps import cut_clips, render_timestamps
 
 logger = logging.getLogger(__name__)
+
+#: How long Stop and Clear wait for a cancelled reply to end, so that nothing it still sends comes after them.
+CANCEL_WAIT_S = 5.0
 
 #: The page's settings, in the order of its inputs (after the system prompt).
 SETTING_NAMES = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
@@ -101,9 +107,8 @@ def _file_paths(message: dict) -> list[str]:
     return [f for f in files if f]
 
 
-def show_notice(notice: Notice, lang: str) -> None:
-    """A notice as an info toast (page and ``/chat``)."""
-    gr.Info(html.escape(say(notice.key, lang, **notice.values)))
+class ReplyStopped(Exception):
+    """The reply was closed by Stop or Clear, whose own update shows the chat: this handler sends nothing more."""
 
 
 class ChatHandlers:
@@ -115,6 +120,9 @@ class ChatHandlers:
         self.config = config
         self.clips_dir = Path(clips_dir)
         self.files = files  # told which session uses which file, so that files go when sessions end
+        self._live: dict[str | None, Any] = {}  # the reply each session is streaming (for Stop and Clear)
+        self._refused: dict[str | None, dict[str, str]] = {}  # per session: refused attachment -> why
+        self._live_lock = threading.Lock()
 
     # ------------------------------------------------------------------ shared with the API
     def model_messages(self, history: Sequence[Message], system_prompt: str, base_task: BaseTask | None,
@@ -143,6 +151,7 @@ class ChatHandlers:
 
     def end_session(self, request: gr.Request) -> None:
         """Gradio's ``unload``: the tab (or API client) is gone; delete the files only it used."""
+        self._refused.pop(session_of(request), None)
         if self.files is not None:
             self.files.end_session(session_of(request))
 
@@ -151,9 +160,10 @@ class ChatHandlers:
         GenerationParams (raises InvalidParamsError naming the setting)."""
         return self.service.params(dict(zip(SETTING_NAMES, values)))
 
-    def reply_text(self, messages: list[Message], params: Any, lang: str) -> Iterator[tuple[str, Any]]:
-        """The service's reply as ("queued", requests ahead) while it waits, then ("text", reply so far);
-        notices become info toasts; a failure raises ``gr.Error``.
+    def reply_text(self, messages: list[Message], params: Any, lang: str,
+                   session: str | None = None) -> Iterator[tuple[str, Any]]:
+        """The service's reply as ("queued", requests ahead) while it waits, ("text", reply so far) and
+        ("notice", Notice); a failure raises ``gr.Error``.
 
         Closing this generator (Stop, a closed tab, a cancelled API job) closes the reply, which cancels
         the request in the worker.
@@ -162,46 +172,85 @@ class ChatHandlers:
             reply = self.service.start(messages, params)
         except UserFacingError as exc:
             raise refusal(sentence(exc, lang)) from None
-        with reply:
-            for event in reply.events():
-                if isinstance(event, Queued):
-                    yield "queued", event.ahead
-                elif isinstance(event, Text):
-                    yield "text", event.text
-                elif isinstance(event, Notice):
-                    show_notice(event, lang)
-                elif isinstance(event, Failed):
-                    raise refusal(sentence(event.error, lang))
+        done = threading.Event()
+        with self._live_lock:
+            self._live[session] = (reply, done)
+        try:
+            with reply:
+                for event in reply.events():
+                    if isinstance(event, Queued):
+                        yield "queued", event.ahead
+                    elif isinstance(event, Text):
+                        yield "text", event.text
+                    elif isinstance(event, Notice):
+                        yield "notice", event
+                    elif isinstance(event, Failed):
+                        raise refusal(sentence(event.error, lang))
+                    elif event.reason == "cancelled":  # Stop or Clear closed it: they show what comes next
+                        raise ReplyStopped()
+        finally:
+            with self._live_lock:
+                if self._live.get(session, (None,))[0] is reply:
+                    del self._live[session]
+            done.set()
 
-    # ------------------------------------------------------------------ page events
+    def _end_live_reply(self, session: str | None) -> bool:
+        """Stop the reply ``session`` is streaming, and wait (bounded) until its handler has finished, so
+        that nothing it would still send comes after Stop's or Clear's own update; whether there was one."""
+        with self._live_lock:
+            reply, done = self._live.get(session, (None, None))
+        if reply is None:
+            return False
+        reply.close()  # generation stops within a token; the handler sends nothing more
+        if not done.wait(CANCEL_WAIT_S):
+            logger.warning("the handler of a stopped reply had not finished after %.0f s", CANCEL_WAIT_S)
+        return True
+
     def audio_seconds(self, path: str) -> float:
         """The duration of ``path``, decoded by the backend as the model will decode it (and kept in the
         backend's cache for the reply and its clips); raises the model's AudioError."""
         return self.service.audio_seconds(path)
 
+    def _refusal_of(self, path: str, lang: str) -> str | None:
+        """Why the attached file ``path`` cannot be used (a sentence naming it), or None."""
+        if not os.path.isfile(path):
+            return say("expired", lang, name=os.path.basename(path))
+        try:
+            self.audio_seconds(path)
+        except Exception as exc:  # noqa: BLE001
+            return as_gradio_error(exc, self.service, lang).message
+        return None
+
     def validate_user_turn(self, message: dict | None, history: list[Message] | None,
                            request: gr.Request) -> tuple[Any, Any]:
-        """Before the chat changes: refuse an empty input, or a file that is not usable audio, at the input."""
+        """Before the chat changes: refuse an empty input, or a file that is not usable audio, at the input.
+
+        A refused file is remembered for the session: the next send goes without it (a note in the chat
+        says so) instead of being refused again while the file still sits in the input."""
         lang = language_of(request)
         message = message or {}
-        files = _file_paths(message)
-        if not (message.get("text") or "").strip() and not files:
-            return gr.validate(False, say("empty_input", lang)), gr.validate(True, "")
+        refused = self._refused.setdefault(session_of(request), {})
+        files = [p for p in _file_paths(message) if p not in refused]
+        text = (message.get("text") or "").strip()
+        if not text and not files:
+            left = [refused[p] for p in _file_paths(message) if p in refused]
+            return gr.validate(False, left[0] if left else say("empty_input", lang)), gr.validate(True, "")
         for path in files:
-            if not os.path.isfile(path):
-                return gr.validate(False, say("expired", lang, name=os.path.basename(path))), gr.validate(True, "")
-            try:
-                self.audio_seconds(path)
-            except Exception as exc:  # noqa: BLE001
-                return gr.validate(False, as_gradio_error(exc, self.service, lang).message), gr.validate(True, "")
+            reason = self._refusal_of(path, lang)
+            if reason is not None:
+                refused[path] = reason
+                return gr.validate(False, f"{reason} {say('refused_file', lang)}"), gr.validate(True, "")
         return gr.validate(True, ""), gr.validate(True, "")
 
     def add_user_turn(self, message: dict | None, history: list[Message] | None,
                       request: gr.Request) -> tuple[Any, ...]:
-        """Echo the user's audio (players labelled with name and duration) and text into the chat; lock the input."""
+        """Echo the user's audio (players labelled with name and duration) and text into the chat; lock the input.
+        Files refused earlier are left out, with a note naming each."""
         history = list(history or [])
         message = message or {}
-        files = _file_paths(message)
+        refused = self._refused.get(session_of(request), {})
+        files = [p for p in _file_paths(message) if p not in refused]
+        skipped = [refused[p] for p in _file_paths(message) if p in refused]
         self.use_files(session_of(request), files)
         new: list[Message] = [
             {"role": "user", "content": self.audio_message(path, self.audio_seconds(path))} for path in files
@@ -209,7 +258,9 @@ class ChatHandlers:
         text = (message.get("text") or "").strip()
         if text:
             new.append({"role": "user", "content": text})
-        return (history + new, *busy_updates())
+        lang = language_of(request)
+        notes = [note(say("left_out", lang, reason=reason)) for reason in skipped]
+        return (history + new + notes, *busy_updates())
 
     @staticmethod
     def audio_message(path: str, seconds: float) -> gr.Audio:
@@ -228,15 +279,25 @@ class ChatHandlers:
         audios = audio_paths(history)
         windows = self.service.windows(audios[-1]) if audios else 1
         text = ""
-        for kind, value in self.reply_text(messages, params, lang):
+        before: list[Message] = []  # notes about the question's audio, shown between it and the answer
+        after: list[Message] = []  # notes about the answer (its length limit, old turns left out)
+        for kind, value in self.reply_text(messages, params, lang, session):
             if kind == "queued":
-                note = {"title": say("queued", lang, ahead=value), "status": "pending"}
-                yield "queued", history + [{"role": "assistant", "content": "", "metadata": note}]
+                waiting = {"title": say("queued", lang, ahead=value), "status": "pending"}
+                yield "queued", history + before + [{"role": "assistant", "content": "", "metadata": waiting}]
+            elif kind == "notice":
+                shown = note(say(value.key, lang, **value.values))
+                if value.key != "split":
+                    after.append(shown)
+                elif shown["metadata"]["title"] not in note_titles(history):  # once, beside the turn that brought it
+                    before.append(shown)
+                if before and not text:
+                    yield "queued", history + before
             else:
                 text = value
-                yield "text", history + [{"role": "assistant", "content": render_timestamps(text, windows)}]
-        final = history + ([{"role": "assistant", "content": render_timestamps(text, windows)}] if text else [])
-        yield "final", final + self.clip_messages(text, history, lang, session)
+                yield "text", history + before + [{"role": "assistant", "content": render_timestamps(text, windows)}]
+        answer = [{"role": "assistant", "content": render_timestamps(text, windows)}] if text else []
+        yield "final", history + before + answer + after + self.clip_messages(text, history, lang, session)
 
     def _reply(self, history: list[Message] | None, settings: Sequence[Any], base: Sequence[Any], request: gr.Request,
                *, give_back: bool) -> Iterator[tuple[list[Message], Any]]:
@@ -245,13 +306,15 @@ class ChatHandlers:
         answer (beyond the context, busy...) leaves the chat and goes back into the input with its files,
         so the chat is as it was and the next question is not sent together with the refused one."""
         lang = language_of(request)
-        history = without_notes(list(history or []))
+        history = without_pending(list(history or []))
         answered: list[Message] | None = None
         try:
             for kind, shown in self._reply_steps(history, settings, *base, lang, session_of(request)):
                 if kind != "queued":
                     answered = shown
                 yield shown, gr.skip()
+        except ReplyStopped:
+            return
         except Exception as exc:  # noqa: BLE001 - GeneratorExit (Stop) is not an Exception and passes
             message = as_gradio_error(exc, self.service, lang).message
             gr.Warning(html.escape(message), title=say("error_title", lang), duration=None)
@@ -327,12 +390,25 @@ class ChatHandlers:
             gr.Warning(html.escape(say(key, language_of(request), name=os.path.basename(refused))))
         return rest, gr.MultimodalTextbox(value={"text": text, "files": kept})
 
-    @staticmethod
-    def clear() -> tuple[Any, ...]:
+    def clear(self, request: gr.Request) -> tuple[Any, ...]:
+        """Empty the chat in one click, also while an answer streams: after the cancelled reply has ended."""
+        self._end_live_reply(session_of(request))
         textbox = gr.MultimodalTextbox(value=None, interactive=True, submit_btn=True, stop_btn=False)
         return ([], textbox, *idle_updates()[1:])
 
+    def stop(self, history: list[Message] | None, request: gr.Request) -> tuple[Any, ...]:
+        """Stop: the chat as the person saw it at the click (nothing generated after it is shown), the cut
+        answer marked as stopped, the input given back."""
+        stopped = self._end_live_reply(session_of(request))
+        history = without_pending(list(history or []))
+        if stopped:
+            history.append(note(say("stopped", language_of(request))))
+        return (history, *idle_updates())
+
     @staticmethod
     def idle(history: list[Message] | None) -> tuple[Any, ...]:
-        """Give the input back; a "waiting" note left by a stopped request is removed."""
-        return (without_notes(list(history or [])), *idle_updates())
+        """Give the input back; a "waiting" note left by a stopped request is removed. The chat is left
+        alone otherwise: this runs after every reply, also one that Stop or Clear has just replaced."""
+        history = list(history or [])
+        kept = without_pending(history)
+        return (kept if len(kept) < len(history) else gr.skip(), *idle_updates())

@@ -94,8 +94,26 @@ def is_note(message: Any) -> bool:
     return bool(metadata and _get(metadata, "title"))
 
 
-def without_notes(history: Sequence[Message]) -> list[Message]:
-    return [m for m in history if not is_note(m)]
+def note(title: str) -> Message:
+    """A note beside the messages (a long audio split, the length limit reached, Stopped): shown for as long
+    as the messages around it are, never sent to the model."""
+    return {"role": "assistant", "content": "", "metadata": {"title": title, "status": "done"}}
+
+
+def note_titles(history: Sequence[Message]) -> list[str]:
+    """The titles of the notes in ``history`` (as the page sends it back, with Gradio's extra fields)."""
+    return [_get(_get(m, "metadata"), "title") for m in history if is_note(m)]
+
+
+def is_pending(message: Any) -> bool:
+    """A "waiting for the model" note, which only means something while its request waits."""
+    metadata = _get(message, "metadata")
+    return is_note(message) and _get(metadata, "status") == "pending"
+
+
+def without_pending(history: Sequence[Message]) -> list[Message]:
+    """The history without "waiting" notes (the notes about answers stay)."""
+    return [m for m in history if not is_pending(m)]
 
 
 def turns(history: Iterable[Message]) -> list[Turn]:

@@ -92,6 +92,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "clip_failed": "Could not cut clips from {name}.",
         "error_title": "Could not answer",
         "length": "The answer reached the limit of {tokens} new tokens; raise “Max new tokens” in Settings for more.",
+        "stopped": "Stopped: the answer was cut short here.",
+        "refused_file": "Remove it, or send again: it will be left out.",
+        "left_out": "Left out: {reason}",
     },
     "zh-CN": {
         "empty_input": "请先输入问题或附加音频。",
@@ -106,6 +109,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "clip_failed": "无法从 {name} 截取片段。",
         "error_title": "无法回答",
         "length": "回答已达到 {tokens} 个新 token 的上限；可在“设置”中调高“最大生成长度”。",
+        "stopped": "已停止：回答在此处中断。",
+        "refused_file": "请移除该文件，或再次发送：它将被略过。",
+        "left_out": "已略过：{reason}",
     },
 }
 

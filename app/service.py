@@ -149,6 +149,8 @@ class Reply:
         self.params = params
         self._closed = False
         self._lock = threading.Lock()
+        #: Set once the reply has ended and its place is free (after ``close()``).
+        self.ended = threading.Event()
 
     @property
     def prepared(self) -> Any:
@@ -197,6 +199,7 @@ class Reply:
             self.stream.close()
         finally:
             self._service.admission.leave()
+            self.ended.set()
 
     def __enter__(self) -> "Reply":
         return self

@@ -56,8 +56,10 @@ class FakeInfo:
 class ScriptedStream:
     """Yields its pieces (with ``delay`` seconds before each); ``close()`` cancels like the worker's."""
 
-    def __init__(self, pieces: Sequence[str], delay: float, audios: list[Any], on_close: Callable[["ScriptedStream"], None]):
+    def __init__(self, pieces: Sequence[str], delay: float, audios: list[Any], on_close: Callable[["ScriptedStream"], None],
+                 finish: str = "stop"):
         self._pieces = list(pieces)
+        self._finish = finish
         self._delay = delay
         self._on_close = on_close
         self.prepared = SimpleNamespace(audios=audios, dropped_turns=0)
@@ -88,7 +90,7 @@ class ScriptedStream:
         if self.cancelled.is_set():
             raise StopIteration
         if self.emitted >= len(self._pieces):
-            self.finish_reason = self.finish_reason or "stop"
+            self.finish_reason = self.finish_reason or self._finish
             raise StopIteration
         if self._delay:
             if self.cancelled.wait(self._delay):
@@ -124,6 +126,7 @@ class ScriptedWorker:
     delay: float = 0.0
     info: FakeInfo = field(default_factory=FakeInfo)
     windows: int = 1
+    finish: str = "stop"  # the finish_reason of a reply that ran to its end ("length": cut at max_new_tokens)
     calls: list[list[dict]] = field(default_factory=list)
     streams: list[ScriptedStream] = field(default_factory=list)
     cancelled: list[ScriptedStream] = field(default_factory=list)
@@ -149,7 +152,7 @@ class ScriptedWorker:
             for m in messages if isinstance(m["content"], list) for item in m["content"] if item.get("type") == "audio"
         ]
         stream = ScriptedStream(self.reply(messages, len(self.calls)), self.delay, audios,
-                                lambda s: self.cancelled.append(s) if s.cancelled.is_set() else None)
+                                lambda s: self.cancelled.append(s) if s.cancelled.is_set() else None, self.finish)
         self.streams.append(stream)
         return stream
 

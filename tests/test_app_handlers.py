@@ -163,10 +163,25 @@ def test_closing_the_reply_cancels_the_backend_stream(tmp_path):
     assert worker.cancelled == worker.streams
 
 
-def test_long_audio_split_into_windows_is_announced(tmp_path, toasts, clip_audio):
-    handlers = ChatHandlers(ScriptedWorker(windows=3), DemoConfig(), clips_dir=tmp_path)
-    run(handlers, user_turn(handlers, clip_audio, "q"))
-    assert toasts == ["beep.wav is 1 s long: split into 3 windows of ≤30 s."]
+def note_titles(history: list[dict]) -> list[str]:
+    return [m["metadata"]["title"] for m in history if m.get("metadata")]
+
+
+def test_long_audio_split_and_the_length_limit_are_notes_beside_the_answer_not_toasts(tmp_path, toasts, clip_audio):
+    worker = ScriptedWorker(reply=lambda m, n: ["a", "b"], windows=3, finish="length")  # cut at max_new_tokens
+    handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path)
+    history = user_turn(handlers, clip_audio, "q")
+    final = run(handlers, history)[-1]
+    split = "beep.wav is 1 s long: split into 3 windows of ≤30 s."
+    length = "The answer reached the limit of 64 new tokens; raise “Max new tokens” in Settings for more."
+    # The split note sits between the question and the answer, the length note after the answer.
+    assert final[len(history)]["metadata"] == {"title": split, "status": "done"}
+    assert final[len(history) + 1] == {"role": "assistant", "content": "ab"}
+    assert final[len(history) + 2]["metadata"]["title"] == length
+    assert toasts == []  # nothing covers the chat
+    # The notes stay for the next turn (display only: the model never sees them).
+    follow_up = final + [{"role": "user", "content": "and?"}]
+    assert note_titles(run(handlers, follow_up)[-1]) == [split, length, length]  # the split is said once
 
 
 def test_waiting_in_the_worker_queue_shows_the_position(tmp_path):
@@ -208,7 +223,7 @@ def test_regenerate_undo_and_clear(tmp_path):
     assert refused["is_valid"] is False and "no answer to regenerate" in refused["message"]
     rest, textbox = handlers.undo(history, FakeRequest())
     assert rest == [] and textbox.value == {"text": "q", "files": []}
-    assert handlers.clear()[0] == []
+    assert handlers.clear(FakeRequest())[0] == []
     notes = [{"role": "assistant", "content": "", "metadata": {"title": "waiting", "status": "pending"}}]
     assert handlers.idle(history + notes)[0] == history
 
@@ -232,8 +247,8 @@ def test_long_audio_on_the_real_worker_is_split_and_announced(worker, audio_dir,
     history = user_turn(handlers, audio_dir / "long_75s.wav", "Summarise it.")
     assert history[0]["content"].label == "long_75s.wav · 1:15.0"
     steps = run(handlers, history, "", 8, 0.0, 1.0, 0, 1.0, -1)
-    assert toasts[0] == "long_75s.wav is 75 s long: split into 3 windows of ≤30 s."
-    assert steps[-1][-1]["role"] == "assistant"
+    assert note_titles(steps[-1])[0] == "long_75s.wav is 75 s long: split into 3 windows of ≤30 s."
+    assert toasts == [] and steps[-1][-1]["role"] == "assistant"
 
 
 def test_a_new_question_refused_before_its_answer_goes_back_into_the_input(tmp_path, toasts):
@@ -266,3 +281,23 @@ def test_an_answer_cut_short_by_an_error_stays_in_the_chat(tmp_path, toasts):
     history = [{"role": "user", "content": "hi"}]
     chat, textbox = list(handlers.answer(history, *SETTINGS, "transcribe", "", False, FakeRequest()))[-1]
     assert chat == history + [{"role": "assistant", "content": "Half "}] and textbox == gr.skip()
+
+
+def test_a_refused_attachment_is_named_and_the_next_send_goes_without_it(tmp_path):
+    handlers = ChatHandlers(ScriptedWorker(), DemoConfig(max_audio_seconds=2), clips_dir=tmp_path)
+    long = write_wav(tmp_path / "long-clip.wav", tone(3.0, 500.0, seed=4))
+    message = {"text": "what is it?", "files": [str(long)]}
+    first, _ = handlers.validate_user_turn(message, [], FakeRequest())
+    assert not first["is_valid"] and first["message"].startswith("long-clip.wav: the audio is 3 s long; the limit is 2 s")
+    assert "it will be left out" in first["message"]
+    again, _ = handlers.validate_user_turn(message, [], FakeRequest())  # the file still sits in the input
+    assert again["is_valid"]
+    history, *_ = handlers.add_user_turn(message, [], FakeRequest())
+    assert history[0] == {"role": "user", "content": "what is it?"}
+    assert history[1]["metadata"]["title"].startswith("Left out: long-clip.wav: the audio is 3 s long")
+    # With nothing else to send, the refusal is said again rather than "type a question".
+    alone, _ = handlers.validate_user_turn({"text": "", "files": [str(long)]}, [], FakeRequest())
+    assert not alone["is_valid"] and alone["message"].startswith("long-clip.wav:")
+    # Another tab is not affected.
+    other, _ = handlers.validate_user_turn(message, [], FakeRequest(session_hash="session-2"))
+    assert not other["is_valid"]

@@ -16,7 +16,8 @@ from app.history import (
     to_model_messages,
     turns,
     without_last_reply,
-    without_notes,
+    note,
+    without_pending,
 )
 from app.timestamps import render_timestamps
 
@@ -90,7 +91,10 @@ def test_assistant_clips_and_status_notes_are_display_only():
     messages = to_model_messages(history)
     assert messages[1] == {"role": "assistant", "content": "From <|2.00|> to <|3.5|>."}  # tokens restored exactly
     assert audio_paths(history) == [A]
-    assert len(without_notes(history)) == 4
+    assert len(without_pending(history)) == 4
+    # A note about an answer stays on screen, and is not conversation either.
+    noted = history[:2] + [note("The answer reached the limit of 64 new tokens.")] + history[2:]
+    assert len(without_pending(noted)) == 5 and to_model_messages(noted) == messages
 
 
 def test_empty_replies_and_blank_text_are_dropped():
