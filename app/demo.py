@@ -115,6 +115,7 @@ def launch_options(config: DemoConfig) -> dict[str, Any]:
         theme=theme(),
         css_paths=[STATIC_DIR / "style.css"],
         favicon_path=str(STATIC_DIR / "logo.svg"),
+        js=(STATIC_DIR / "keys.js").read_text(encoding="utf-8"),  # Esc stops
         allowed_paths=[str(STATIC_DIR)],  # the button icons, wherever the demo is started from
         footer_links=["api", "settings"],
         # Every admitted request may hold a thread while it waits for the model, plus room for the rest.

@@ -2,9 +2,10 @@
 
 Submit: check the input (a validator: a bad file is refused next to the input and the chat stays as
 it was), echo the user's turn, stream the reply, then give the input back. Regenerate: drop the last
-answer, then the same two steps. Stop (the button or the input's own stop icon), Clear and the chat's
-trash icon cancel a running reply; cancelling closes the reply generator, whose ``finally`` closes the
-backend stream and so stops generation in the worker.
+answer, then the same two steps. Stop (the button, the input's own stop icon, or Esc) and Clear cancel
+a running reply: they close it themselves and answer once its handler has finished (see
+:meth:`ChatHandlers.stop`); a closed tab cancels it through Gradio, whose closing of the reply
+generator closes the backend stream. The chat has no trash icon of its own: Clear is the one clear control.
 Every event except ``/chat`` is private: the API page shows only the API.
 
 Events that take the chat history run with ``preprocess=False``: their handlers get the history as the
@@ -70,7 +71,6 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
     ui.textbox.stop(cancels=running, **stop)
     ui.undo_btn.click(handlers.undo, [ui.chatbot], [ui.chatbot, ui.textbox], **PRIVATE, **RAW)
     ui.clear_btn.click(handlers.clear, None, [ui.chatbot, *lock], cancels=running, queue=False, **PRIVATE)
-    ui.chatbot.clear(handlers.clear, None, [ui.chatbot, *lock], cancels=running, queue=False, **PRIVATE)
 
     ui.api_trigger.click(
         api.chat,

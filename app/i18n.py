@@ -21,7 +21,11 @@ LABELS: dict[str, dict[str, str]] = {
         "regenerate": "Regenerate",
         "undo": "Undo",
         "clear": "Clear",
-        "settings": "Settings",
+        "settings": "Generation settings",
+        "empty_chat": "**Ask about any audio**: speech in eight languages, sounds, music.\n\nRecord with the "
+                      "microphone or attach files below (several clips per question are fine), then type your question.",
+        "empty_base": "**A base model: transcribe, translate or caption one audio.**\n\nAttach or record one "
+                      "audio below and choose a task; type a prompt only for the free task.",
         "system_prompt": "System prompt",
         "system_prompt_info": "Empty: the model's default (“You are a helpful assistant.”)",
         "max_new_tokens": "Max new tokens",
@@ -52,7 +56,9 @@ LABELS: dict[str, dict[str, str]] = {
         "regenerate": "重新生成",
         "undo": "撤销",
         "clear": "清空",
-        "settings": "设置",
+        "settings": "生成设置",
+        "empty_chat": "**就任何音频提问**：八种语言的语音、声音、音乐。\n\n用麦克风录音或在下方附加文件（一个问题可以附带多段音频），然后输入你的问题。",
+        "empty_base": "**基础模型：转写、翻译或描述一段音频。**\n\n在下方附加或录制一段音频并选择任务；只有自由提示任务需要输入文字。",
         "system_prompt": "系统提示词",
         "system_prompt_info": "留空：使用模型默认值（“You are a helpful assistant.”）",
         "max_new_tokens": "最大生成长度",

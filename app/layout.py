@@ -108,6 +108,7 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
     chatbot = gr.Chatbot(
         show_label=False, elem_id="chatbot", height=520, buttons=["copy", "copy_all"],
         feedback_options=None, group_consecutive_messages=True, autoscroll=True,
+        placeholder=label("empty_base" if is_base else "empty_chat"),
     )
     with gr.Row(visible=is_base, elem_id="task-row"):
         task = gr.Radio(

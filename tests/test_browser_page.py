@@ -155,3 +155,26 @@ def test_action_icons_are_visible_in_dark_mode(new_chat, url):
         background = Image.open(BytesIO(chat.page.locator(button).screenshot())).convert("L").getpixel((2, 2))
         contrast = max(abs(p - background) for p in shot.getdata())
         assert contrast > 90, f"{button}'s icon barely differs from its button ({contrast} of 255)"
+
+
+def test_esc_stops_and_there_is_one_settings_and_one_clear_control(new_chat, url, scripted):
+    chat = new_chat(url)
+    assert chat.page.get_by_text("Settings", exact=True).count() == 1  # Gradio's footer link; ours says what it sets
+    assert chat.page.locator("#settings").inner_text().startswith("Generation settings")
+    assert "Ask about any audio" in chat.page.inner_text("#chatbot")  # the empty chat says what to do
+    chat.ask("One more slow one.")
+    stream = wait_streaming(chat, scripted)
+    chat.page.keyboard.press("Escape")
+    wait_for(lambda: stream in scripted.cancelled, timeout=5)
+    chat.wait_idle(timeout=10)
+    assert any("Stopped" in n for n in notes(chat))
+    # Gradio's own trash icon in the chat (present once there are messages) is hidden: Clear is the one control.
+    assert chat.page.locator("#chatbot button[aria-label=Clear]").count() == 1
+    assert not chat.page.locator("#chatbot button[aria-label=Clear]").is_visible()
+    # Enter sends; Shift+Enter is a new line in the question.
+    chat.page.fill("#input textarea", "line one")
+    chat.page.press("#input textarea", "Shift+Enter")
+    chat.page.keyboard.type("line two")
+    assert chat.page.input_value("#input textarea") == "line one\nline two"
+    chat.page.press("#input textarea", "Enter")
+    wait_for(lambda: chat.user_messages() == 2 and chat.page.evaluate(IDLE), timeout=15)

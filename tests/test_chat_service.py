@@ -77,7 +77,8 @@ def page_reply(demo: gr.Blocks, service: ChatService, tmp_path: Path) -> str:
     handlers = ChatHandlers(service, service.config, clips_dir=tmp_path / "clips")
     history = [{"role": "user", "content": QUESTION}]
     steps = list(handlers.answer(history, "", *slider_values(demo), "", "", False, FakeRequest()))
-    return steps[-1][0][-1]["content"]
+    answers = [m["content"] for m in steps[-1][0] if m["role"] == "assistant" and not m.get("metadata")]
+    return answers[-1]
 
 
 def v1(url: str, **body) -> httpx.Response:
