@@ -278,6 +278,9 @@ class ChatHandlers:
         messages = self.model_messages(history, system_prompt, base_task, lang, session)
         audios = audio_paths(history)
         windows = self.service.windows(audios[-1]) if audios else 1
+        # The answer's place shows at once that it is coming (replaced by the queue position or the text).
+        yield "queued", history + [{"role": "assistant", "content": "",
+                                    "metadata": {"title": say("thinking", lang), "status": "pending"}}]
         text = ""
         before: list[Message] = []  # notes about the question's audio, shown between it and the answer
         after: list[Message] = []  # notes about the answer (its length limit, old turns left out)

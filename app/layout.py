@@ -82,7 +82,7 @@ def _header(info: BackendInfo) -> None:
         with gr.Column(scale=20, elem_id="title"):
             # One translation key per component: the browser translates whole values only.
             gr.Markdown(label(title_key(info)), elem_id="title-text")
-            gr.Markdown(label("subtitle"), elem_id="subtitle")
+            gr.Markdown(label("subtitle_base" if info.family == "base" else "subtitle"), elem_id="subtitle")
             gr.HTML(badge, js_on_load=None)
 
 
@@ -155,7 +155,9 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
     if is_base:  # a base checkpoint takes one audio per request
         examples = [e for e in examples if len(e.files) == 1]
     if examples:
-        gr.Examples([e.as_value() for e in examples], inputs=[textbox], label=label("examples"),
+        # A base checkpoint's examples are the clips alone: the task selector says what to do with them.
+        values = [e.as_value() | ({"text": ""} if is_base else {}) for e in examples]
+        gr.Examples(values, inputs=[textbox], label=label("examples"),
                     examples_per_page=8, elem_id="examples")
     # The /chat API's trigger and result: never shown, never touched by the page.
     api_trigger = gr.Button("chat api", visible=False)

@@ -226,3 +226,12 @@ class AudioCollector:
 def audio_sources(messages: Sequence[dict[str, Any]]) -> list[Any]:
     """Every audio of ``messages``, in conversation order."""
     return [item["audio"] for message in messages for item in message_items(message) if is_audio(item)]
+
+
+def base_audio_count_error(count: int) -> str:
+    """Why a base checkpoint cannot answer a request with ``count`` audios (it takes exactly one)."""
+    if count == 0:
+        return ("The base model works on one audio at a time: attach or record one with this request "
+                "(it does not answer text alone; the chat models do).")
+    return (f"The base model takes one audio per request; this one has {count}: send them one at a time, "
+            "or use a chat model to compare them.")

@@ -6,6 +6,8 @@ token, and arrive in many steps.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from gradio_client import Client, handle_file
@@ -177,6 +179,36 @@ def test_base_checkpoint_api_transcribes_or_follows_a_free_prompt(base_server, a
         expected = base.generate(
             [{"role": "user", "content": [{"type": "audio", "audio": wav}, {"type": "text", "text": prompt}]}], PARAMS)
         assert reply == expected
+
+
+def test_base_checkpoint_page_speaks_of_one_audio_and_tasks(base_server, audio_dir):
+    url, _ = base_server
+    config = httpx.get(url.rstrip("/") + "/config", timeout=10).json()
+    by_id = {c["props"].get("elem_id"): c for c in config["components"] if c["props"].get("elem_id")}
+    subtitle = json.dumps(by_id["subtitle"]["props"]["value"])
+    assert "subtitle_base" in subtitle and "follow up" not in subtitle  # the base wording, not the chat one
+    placeholder = json.dumps(by_id["chatbot"]["props"]["placeholder"])
+    assert "empty_base" in placeholder
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="works on one audio at a time: attach or record one"):
+        chat(client, {"text": "What can you do?", "files": []})
+    wav = handle_file(str(audio_dir / "tone_a.wav"))
+    with pytest.raises(Exception, match="takes one audio per request; this one has 2: send them one at a time"):
+        chat(client, {"text": "", "files": [wav, handle_file(str(audio_dir / "tone_b.wav"))]})
+
+
+def test_base_examples_are_clips_alone(tmp_path):
+    from app.examples import Example
+    from app_fixtures import FakeInfo, ScriptedWorker
+    from audio_samples import tone, write_wav
+
+    clip = str(write_wav(tmp_path / "example.wav", tone(1.0, 440.0)))
+    examples = [Example("What is said?", (clip,))]
+    for family, text in (("base", ""), ("chat", "What is said?")):
+        demo = build_demo(ScriptedWorker(info=FakeInfo(family=family)), DemoConfig(), examples=examples,
+                          work_dir=tmp_path / family)
+        dataset = next(b for b in demo.blocks.values() if type(b).__name__ == "Dataset")
+        assert [sample[0]["text"] for sample in dataset.samples] == [text]
 
 
 def test_the_idle_queue_looks_for_work_every_10_ms_not_every_1_ms(tmp_path):

@@ -45,6 +45,8 @@ def test_reply_streams_with_readable_times_and_clips(tmp_path, clip_audio):
     handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path / "clips")
     history = user_turn(handlers, clip_audio, "When is the beep?")
     steps = run(handlers, history)
+    assert steps[0][len(history)]["metadata"]["title"] == "Listening and thinking…"  # shown before any text
+    steps = steps[1:]
     texts = [s[len(history)]["content"] for s in steps]
     assert texts[:5] == ["The beep ", "The beep is from ", 'The beep is from <time datetime="PT1.00S">0:01.00</time>',
                          'The beep is from <time datetime="PT1.00S">0:01.00</time> to <|2.', texts[4]]
@@ -199,7 +201,9 @@ def test_waiting_in_the_worker_queue_shows_the_position(tmp_path):
     handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path)
     steps = run(handlers, [{"role": "user", "content": "hi"}])
     notes = [s[-1]["metadata"]["title"] for s in steps if s[-1].get("metadata")]
-    assert notes == ["Waiting for the model: 2 request(s) ahead…"] * 2
+    # The answer's place says at once that it is coming, then where the request waits.
+    assert notes == ["Listening and thinking…"] + ["Waiting for the model: 2 request(s) ahead…"] * 2
+    assert all(s[-1]["metadata"]["status"] == "pending" for s in steps if s[-1].get("metadata"))
     assert steps[-1][-1]["content"] == "answer 1"
 
 

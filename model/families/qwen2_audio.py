@@ -21,6 +21,7 @@ from typing import Any
 from ..conversation import (
     BASE_TASK_LANGUAGES,
     BaseTask,
+    base_audio_count_error,
     CollectedAudio,
     PreparedPrompt,
     audio_sources,
@@ -135,10 +136,7 @@ class Qwen2AudioFamily(ModelFamily):
         items = message_items(messages[-1])
         audio_items = [item for item in items if is_audio(item)]
         if len(audio_items) != 1:
-            raise ConversationError(
-                f"The base model takes exactly one audio per request; this one has {len(audio_items)}. "
-                "Use the Instruct model to chat about several audios."
-            )
+            raise ConversationError(base_audio_count_error(len(audio_items)))
         prompt = "".join(
             base_task_prompt(*_task_args(item)) if is_task(item) else self._text(item["text"])
             for item in items if not is_audio(item)

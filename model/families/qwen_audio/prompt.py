@@ -29,6 +29,7 @@ from typing import Any
 from ...conversation import (
     AudioCollector,
     BaseTask,
+    base_audio_count_error,
     CollectedAudio,
     PreparedPrompt,
     audio_sources,
@@ -180,10 +181,7 @@ class QwenAudioPromptBuilder:
         items = message_items(messages[-1])
         audio_items = [item for item in items if is_audio(item)]
         if len(audio_items) != 1:
-            raise ConversationError(
-                f"The base model takes exactly one audio per request; this one has {len(audio_items)}. "
-                "Use the chat model to ask about several audios."
-            )
+            raise ConversationError(base_audio_count_error(len(audio_items)))
         tasks = [BaseTask.from_item(item) for item in items if is_task(item)]
         typed = "".join(item.get("text", "") for item in items if not is_audio(item) and not is_task(item)).strip()
         task = tasks[-1] if tasks else BaseTask("free", prompt=typed) if typed else BaseTask("transcribe")
