@@ -178,3 +178,16 @@ def test_esc_stops_and_there_is_one_settings_and_one_clear_control(new_chat, url
     assert chat.page.input_value("#input textarea") == "line one\nline two"
     chat.page.press("#input textarea", "Enter")
     wait_for(lambda: chat.user_messages() == 2 and chat.page.evaluate(IDLE), timeout=15)
+
+
+def test_the_header_fits_a_390_px_phone_and_its_lines_start_together(new_chat, url):
+    chat = new_chat(url, viewport={"width": 390, "height": 844})
+    width = chat.page.evaluate("document.documentElement.clientWidth")
+    boxes = {name: chat.page.locator(selector).bounding_box() for name, selector in (
+        ("title", "#title-text p"), ("subtitle", "#subtitle p"), ("badge", "#model-badge code"))}
+    for name, box in boxes.items():
+        assert box["x"] + box["width"] <= width + 0.5, f"the {name} is cut at the right edge: {box} in {width} px"
+    lefts = {name: round(box["x"]) for name, box in boxes.items()}
+    assert max(lefts.values()) - min(lefts.values()) <= 2, f"the header's lines do not start together: {lefts}"
+    assert chat.page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+    chat.shot("page-phone-header", full_page=False)
