@@ -201,15 +201,16 @@ class OpenAIApi:
                 params = self.service.params(parsed.settings, API_NAMES)
             except InvalidParamsError as exc:
                 raise ApiError(400, exc.user_message, param=exc.param) from None
-            try:
-                reply = await run_in_threadpool(self.service.start, parsed.messages, params)
-            except UserFacingError as exc:  # busy (429), bad audio, beyond the context...
-                raise _api_error_from(exc, parsed) from None
-        except ApiError as exc:
-            self.service.refuse(exc)
+        except ApiError as exc:  # refused here: logged here, as one line
+            self.service.user_error(exc)
             if parsed is not None:
                 parsed.cleanup()
             return _error_response(exc)
+        try:
+            reply = await run_in_threadpool(self.service.start, parsed.messages, params)
+        except UserFacingError as exc:  # busy (429), bad audio, beyond the context...: the service logged it
+            parsed.cleanup()
+            return _error_response(_api_error_from(exc, parsed))
         if parsed.stream:
             return StreamingResponse(self._sse(reply, parsed), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

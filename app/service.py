@@ -306,10 +306,6 @@ class ChatService:
         logger.error("unexpected error while answering", exc_info=exc)
         return ServerFault(FAULT)
 
-    def refuse(self, exc: UserFacingError) -> UserFacingError:
-        """Log a refusal an adapter made itself (one line) and return it."""
-        return self.user_error(exc)
-
 
 def service_of(backend_or_service: "ChatBackend | ChatService", config: DemoConfig) -> ChatService:
     """The service to use: the one given, or a new one for a bare backend (tests, library callers)."""

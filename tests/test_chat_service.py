@@ -8,6 +8,7 @@ settings each entry point made of that, and the greedy replies must be equal.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import shutil
@@ -293,6 +294,15 @@ def test_a_normal_request_logs_no_warning_and_a_refused_one_one_line(worker, tmp
         refusals = [r for r in caplog.records if "temperature must be" in r.getMessage()]
         assert len(refusals) == 2 and all(r.levelno == logging.INFO and not r.exc_info for r in refusals)
         assert "Traceback" not in output.out + output.err
+        # A refusal the service itself makes (here: audio that is not audio) is one line on /v1 too.
+        caplog.clear()
+        junk = base64.b64encode(b"not audio at all" * 40).decode()
+        with caplog.at_level(logging.INFO):
+            response = v1(url, messages=[{"role": "user", "content": [
+                {"type": "input_audio", "input_audio": {"data": junk, "format": "wav"}}]}])
+        assert response.status_code == 400
+        lines = [r for r in caplog.records if "is not an audio file" in r.getMessage()]
+        assert len(lines) == 1 and not lines[0].exc_info, [r.getMessage() for r in lines]
 
 
 def test_a_remote_page_starts_at_the_server_s_defaults(own_worker, tmp_path):
