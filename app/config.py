@@ -24,7 +24,7 @@ import yaml
 from model.caches import CacheSizes
 from model.errors import UserFacingError
 from model.loading import DEFAULT_CHECKPOINT, DEVICES, DTYPES
-from model.params import ATTENTION_CHOICES, KV_CACHE_CHOICES, PARAMS
+from model.params import ATTENTION_CHOICES, KV_CACHE_CHOICES, PARAMS, SETTINGS
 
 ENV_PREFIX = "QWEN_DEMO_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -182,7 +182,7 @@ class DemoConfig:
             "cache_features_mb": (self.cache_features_mb >= 0, "0 or more"),
             "prefix_cache_tokens": (self.prefix_cache_tokens >= 0, "0 or more"),
         }
-        for name in ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"):
+        for name in SETTINGS:
             value = getattr(self, name)
             if value is not None and not PARAMS[name].accepts(value):  # the table every entry point uses
                 raise ConfigError(f"{name} must be {PARAMS[name].wanted()}, not {value!r}.")

@@ -31,6 +31,7 @@ from gradio.utils import get_upload_folder
 from model.audio import format_clock
 from model.conversation import BaseTask
 from model.errors import UserFacingError
+from model.params import SETTINGS
 
 from .backend import ChatBackend
 from .config import DemoConfig
@@ -55,8 +56,6 @@ logger = logging.getLogger(__name__)
 #: How long Stop and Clear wait for a cancelled reply to end, so that nothing it still sends comes after them.
 CANCEL_WAIT_S = 5.0
 
-#: The page's settings, in the order of its inputs (after the system prompt).
-SETTING_NAMES = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
 
 
 def sentence(error: UserFacingError, lang: str) -> str:
@@ -156,9 +155,9 @@ class ChatHandlers:
             self.files.end_session(session_of(request))
 
     def settings(self, values: Sequence[Any]) -> Any:
-        """The page's (or ``/chat``'s) setting values, in :data:`SETTING_NAMES` order, as the service's
-        GenerationParams (raises InvalidParamsError naming the setting)."""
-        return self.service.params(dict(zip(SETTING_NAMES, values)))
+        """The page's (or ``/chat``'s) setting values, in :data:`model.params.SETTINGS` order, as the
+        service's GenerationParams (raises InvalidParamsError naming the setting)."""
+        return self.service.params(dict(zip(SETTINGS, values)))
 
     def reply_text(self, messages: list[Message], params: Any, lang: str,
                    session: str | None = None) -> Iterator[tuple[str, Any]]:
@@ -221,6 +220,12 @@ class ChatHandlers:
             return as_gradio_error(exc, self.service, lang).message
         return None
 
+    def _without_refused(self, message: dict, request: gr.Request) -> tuple[list[str], list[str]]:
+        """The message's files less those refused earlier in this session, and why each of those was."""
+        refused = self._refused.get(session_of(request), {})
+        paths = _file_paths(message)
+        return [p for p in paths if p not in refused], [refused[p] for p in paths if p in refused]
+
     def validate_user_turn(self, message: dict | None, history: list[Message] | None,
                            request: gr.Request) -> tuple[Any, Any]:
         """Before the chat changes: refuse an empty input, or a file that is not usable audio, at the input.
@@ -229,16 +234,14 @@ class ChatHandlers:
         says so) instead of being refused again while the file still sits in the input."""
         lang = language_of(request)
         message = message or {}
-        refused = self._refused.setdefault(session_of(request), {})
-        files = [p for p in _file_paths(message) if p not in refused]
+        files, left = self._without_refused(message, request)
         text = (message.get("text") or "").strip()
         if not text and not files:
-            left = [refused[p] for p in _file_paths(message) if p in refused]
             return gr.validate(False, left[0] if left else say("empty_input", lang)), gr.validate(True, "")
         for path in files:
             reason = self._refusal_of(path, lang)
             if reason is not None:
-                refused[path] = reason
+                self._refused.setdefault(session_of(request), {})[path] = reason
                 return gr.validate(False, f"{reason} {say('refused_file', lang)}"), gr.validate(True, "")
         return gr.validate(True, ""), gr.validate(True, "")
 
@@ -248,9 +251,7 @@ class ChatHandlers:
         Files refused earlier are left out, with a note naming each."""
         history = list(history or [])
         message = message or {}
-        refused = self._refused.get(session_of(request), {})
-        files = [p for p in _file_paths(message) if p not in refused]
-        skipped = [refused[p] for p in _file_paths(message) if p in refused]
+        files, skipped = self._without_refused(message, request)
         self.use_files(session_of(request), files)
         new: list[Message] = [
             {"role": "user", "content": self.audio_message(path, self.audio_seconds(path))} for path in files
@@ -279,15 +280,13 @@ class ChatHandlers:
         audios = audio_paths(history)
         windows = self.service.windows(audios[-1]) if audios else 1
         # The answer's place shows at once that it is coming (replaced by the queue position or the text).
-        yield "queued", history + [{"role": "assistant", "content": "",
-                                    "metadata": {"title": say("thinking", lang), "status": "pending"}}]
+        yield "queued", history + [note(say("thinking", lang), pending=True)]
         text = ""
         before: list[Message] = []  # notes about the question's audio, shown between it and the answer
         after: list[Message] = []  # notes about the answer (its length limit, old turns left out)
         for kind, value in self.reply_text(messages, params, lang, session):
             if kind == "queued":
-                waiting = {"title": say("queued", lang, ahead=value), "status": "pending"}
-                yield "queued", history + before + [{"role": "assistant", "content": "", "metadata": waiting}]
+                yield "queued", history + before + [note(say("queued", lang, ahead=value), pending=True)]
             elif kind == "notice":
                 shown = note(say(value.key, lang, **value.values))
                 if value.key != "split":

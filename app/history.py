@@ -94,10 +94,11 @@ def is_note(message: Any) -> bool:
     return bool(metadata and _get(metadata, "title"))
 
 
-def note(title: str) -> Message:
+def note(title: str, pending: bool = False) -> Message:
     """A note beside the messages (a long audio split, the length limit reached, Stopped): shown for as long
-    as the messages around it are, never sent to the model."""
-    return {"role": "assistant", "content": "", "metadata": {"title": title, "status": "done"}}
+    as the messages around it are, never sent to the model. ``pending``: a note that only means something
+    while its request waits ("waiting for the model", "thinking"), removed once it has an answer."""
+    return {"role": "assistant", "content": "", "metadata": {"title": title, "status": "pending" if pending else "done"}}
 
 
 def note_titles(history: Sequence[Message]) -> list[str]:

@@ -96,8 +96,9 @@ def _api_error_from(exc: UserFacingError, parsed: ChatRequest | None = None) -> 
     return ApiError(status, message, type=error_type(status), param=part)
 
 
-def _finish_reason(finished: Finished, stops: StopFilter) -> str:
-    return "length" if finished.reason == "length" and not stops.hit else "stop"
+def _finish_reason(finished: Finished | None, stops: StopFilter) -> str:
+    """OpenAI's finish_reason: "length" for a reply cut at max_tokens, else "stop" (a stop string, the end)."""
+    return "length" if finished is not None and finished.reason == "length" and not stops.hit else "stop"
 
 
 class OpenAIApi:
@@ -237,7 +238,6 @@ class OpenAIApi:
         finally:
             reply.close()
             parsed.cleanup()
-        finished = finished or Finished("stop", "".join(parts), reply.usage)
         return JSONResponse({
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": self.model_id,
@@ -275,7 +275,7 @@ class OpenAIApi:
                     if rest:
                         yield event({"content": rest})
             if finished is not None or stops.hit:
-                yield event({}, _finish_reason(finished or Finished("stop", "", reply.usage), stops))
+                yield event({}, _finish_reason(finished, stops))
                 if parsed.include_usage:
                     yield f"data: {json.dumps(dict(base, choices=[], usage=reply.usage.as_dict()))}\n\n"
         finally:

@@ -28,7 +28,7 @@ from typing import Any, Union
 from model.audio import SAMPLE_RATE, AudioLimits, window_count
 from model.conversation import BaseTask
 from model.errors import UserFacingError
-from model.params import GenerationParams, check_limit, parse_params, resolve
+from model.params import SETTINGS, GenerationParams, check_limit, parse_params, resolve
 
 from .backend import ChatBackend, ReplyStreamLike, updates
 from .config import DemoConfig
@@ -149,8 +149,6 @@ class Reply:
         self.params = params
         self._closed = False
         self._lock = threading.Lock()
-        #: Set once the reply has ended and its place is free (after ``close()``).
-        self.ended = threading.Event()
 
     @property
     def prepared(self) -> Any:
@@ -199,7 +197,6 @@ class Reply:
             self.stream.close()
         finally:
             self._service.admission.leave()
-            self.ended.set()
 
     def __enter__(self) -> "Reply":
         return self
@@ -210,10 +207,10 @@ class Reply:
 
 # ------------------------------------------------------------------------------------------- service
 def operator_defaults(config: DemoConfig) -> GenerationParams:
-    """The generation settings the operator set (config / env / flags); unset ones are None."""
-    return GenerationParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
-                            top_k=config.top_k, repetition_penalty=config.repetition_penalty,
-                            seed=None if config.seed is None or config.seed < 0 else config.seed)
+    """The generation settings the operator set (config / env / flags); unset ones are None, and so is a
+    negative seed (a different one each time)."""
+    values = {name: getattr(config, name) for name in SETTINGS}
+    return GenerationParams.from_mapping(values | {"seed": config.seed if config.seed >= 0 else None})
 
 
 class ChatService:
@@ -226,11 +223,10 @@ class ChatService:
         self.interval_s = config.stream_interval_ms / 1000
         self.admission = Admission(config.max_queue_size + 1)  # the one being answered + those waiting
         checkpoint = backend.info.generation_defaults
-        if checkpoint.max_new_tokens is not None and checkpoint.max_new_tokens > config.max_new_tokens_limit:
-            checkpoint = checkpoint.merged(max_new_tokens=config.max_new_tokens_limit)
-        #: The settings of a request that sets none: the checkpoint's, then the operator's over them.
+        #: The settings of a request that sets none: the checkpoint's, then the operator's over them; a
+        #: length beyond the limit (the checkpoint's or the fallback's; the config's is checked) is cut to it.
         self.defaults = resolve(checkpoint, operator_defaults(config))
-        if self.defaults.max_new_tokens > config.max_new_tokens_limit:  # the fallback beyond a small limit
+        if self.defaults.max_new_tokens > config.max_new_tokens_limit:
             self.defaults = self.defaults.merged(max_new_tokens=config.max_new_tokens_limit)
         logger.info("generation defaults: %s (checkpoint: %s)", self.defaults.as_dict(), checkpoint.as_dict() or "none")
 

@@ -94,6 +94,11 @@ PARAMS: dict[str, ParamRange] = {p.name: p for p in (
 )}
 
 
+#: The settings the page, ``/chat`` and the operator's config offer (``min_new_tokens`` is for ``/v1`` and
+#: benchmarks only), in the page's order.
+SETTINGS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """Sampling settings for one reply. ``None`` means "the default" (see :func:`resolve`).
@@ -196,19 +201,13 @@ def parse_value(name: str, value: Any, shown: str | None = None) -> Any:
     shown = shown or name
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise InvalidParamsError(f"{shown} must be {spec.wanted()}, not {value!r}.", shown)
     try:
-        number = float(value)
+        number = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
-        raise InvalidParamsError(f"{shown} must be {spec.wanted()}, not {value!r}.", shown) from None
-    if not math.isfinite(number):
-        raise InvalidParamsError(f"{shown} must be {spec.wanted()}, not {value!r}.", shown)
-    if spec.kind is int:
-        if not number.is_integer():
-            raise InvalidParamsError(f"{shown} must be {spec.wanted()}, not {value!r}.", shown)
-        number = int(round(number))
-    if not spec.accepts(number):
+        number = math.nan
+    if spec.kind is int and math.isfinite(number) and number.is_integer():
+        number = int(number)
+    if not spec.accepts(number):  # not a number, not finite, not an integer where one is wanted, out of range
         raise InvalidParamsError(f"{shown} must be {spec.wanted()}, not {value!r}.", shown)
     return number
 
