@@ -88,6 +88,12 @@ def _items(content: Any) -> list[tuple[str, str]]:
     return out
 
 
+def message_items(message: Any) -> list[tuple[str, str]]:
+    """One display message's content as ("text", text) / ("audio", path) pairs, in display order
+    (every content shape the module doc lists; other items are dropped)."""
+    return _items(_get(message, "content"))
+
+
 def is_note(message: Any) -> bool:
     """Status notes (a title in the metadata, e.g. "waiting for the model") are display only."""
     metadata = _get(message, "metadata")
