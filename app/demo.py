@@ -46,7 +46,7 @@ def build_demo(
     if examples is None:
         examples = build_examples(work_dir / "examples") if config.examples else []
     # The tab title is plain text: Gradio does not translate it.
-    with gr.Blocks(title=LABELS["en"][title_key(info)], analytics_enabled=False, fill_width=False) as demo:
+    with gr.Blocks(title=LABELS["en"][title_key(info)], analytics_enabled=False, fill_width=False, fill_height=True) as demo:
         # Clips are written straight into Gradio's folder (served from there without a second copy)
         # and go with the uploads: when their session ends, when unused for long, beyond the cap.
         upload_folder = Path(get_upload_folder())

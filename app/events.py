@@ -57,20 +57,35 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
     reply = submitted.success(**answer)
     reply.then(**idle)
 
-    regenerate = ui.regen_btn.click(
-        handlers.prepare_regenerate, [ui.chatbot], [ui.chatbot, *lock],
-        validator=handlers.validate_regenerate, **PRIVATE, **RAW,
-    )
-    regenerated = regenerate.success(**respond)
+    # Regenerate (the button, or the last answer's own retry icon): drop the last answer, answer again.
+    regenerate = dict(fn=handlers.prepare_regenerate, inputs=[ui.chatbot], outputs=[ui.chatbot, *lock],
+                      validator=handlers.validate_regenerate, **PRIVATE, **RAW)
+    regenerated = ui.regen_btn.click(**regenerate).success(**respond)
     regenerated.then(**idle)
+    retried = ui.chatbot.retry(**regenerate).success(**respond)
+    retried.then(**idle)
+    # Edit an earlier question (the chat's own pencil): the conversation goes on from there.
+    edited = ui.chatbot.edit(handlers.edit, [ui.chatbot], [ui.chatbot, *lock], **PRIVATE, **RAW).success(**respond)
+    edited.then(**idle)
 
-    running = [reply, regenerated]
+    running = [reply, regenerated, retried, edited]
     # Stop and Clear answer once the cancelled reply has ended (see ChatHandlers.stop / clear).
     stop = idle | dict(fn=handlers.stop)
     ui.stop_btn.click(cancels=running, **stop)
     ui.textbox.stop(cancels=running, **stop)
-    ui.undo_btn.click(handlers.undo, [ui.chatbot], [ui.chatbot, ui.textbox], **PRIVATE, **RAW)
+    # Undo (the button, or the last answer's own undo icon): the last question goes back into the input.
+    for trigger in (ui.undo_btn.click, ui.chatbot.undo):
+        trigger(handlers.undo, [ui.chatbot], [ui.chatbot, ui.textbox], **PRIVATE, **RAW)
     ui.clear_btn.click(handlers.clear, None, [ui.chatbot, *lock], cancels=running, queue=False, **PRIVATE)
+    # Save: the zip is made, then the hidden download button hands it to the browser. Load replaces the chat.
+    ui.save_btn.click(handlers.save, [ui.chatbot], [ui.save_file], **PRIVATE, **RAW).success(
+        None, None, None, js="() => document.querySelector('#save-file')?.click()", **PRIVATE)
+    ui.load_btn.upload(handlers.load, [ui.load_btn], [ui.chatbot, *lock], cancels=running, **PRIVATE)
+
+    # The input's clips by name, duration and player; an example clicked in the empty chat fills the input.
+    ui.textbox.change(handlers.attachments, [ui.textbox], [ui.attached], queue=False, show_progress="hidden",
+                      **PRIVATE)
+    ui.chatbot.example_select(handlers.example, None, [ui.textbox], queue=False, **PRIVATE)
 
     ui.api_trigger.click(
         api.chat,

@@ -20,7 +20,9 @@ from __future__ import annotations
 import html
 import logging
 import os
+import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ from .i18n import language_of, say
 from .service import ChatService, Failed, Notice, Queued, ServerFault, Text, service_of
 from .temp_files import TempFiles
 from .timestamps import cut_clips, render_timestamps
+from .transcript import export_conversation, import_conversation
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,12 @@ CANCEL_WAIT_S = 5.0
 def sentence(error: UserFacingError, lang: str) -> str:
     """What the page says for ``error``: its own sentence, or for a fault the apology in ``lang``."""
     return say("failed", lang) if isinstance(error, ServerFault) else error.user_message
+
+
+def full_stop(text: str) -> str:
+    """``text`` ending as a sentence does (the model's sentences about audio end without a full stop)."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?", "。", "！", "？")) else text + "."
 
 
 def refusal(message: str) -> gr.Error:
@@ -122,6 +131,8 @@ class ChatHandlers:
         self._live: dict[str | None, Any] = {}  # the reply each session is streaming (for Stop and Clear)
         self._refused: dict[str | None, dict[str, str]] = {}  # per session: refused attachment -> why
         self._live_lock = threading.Lock()
+        self.saved_dir = self.clips_dir.parent / "conversations"  # saved and loaded conversations
+        self.saved_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ shared with the API
     def model_messages(self, history: Sequence[Message], system_prompt: str, base_task: BaseTask | None,
@@ -242,8 +253,37 @@ class ChatHandlers:
             reason = self._refusal_of(path, lang)
             if reason is not None:
                 self._refused.setdefault(session_of(request), {})[path] = reason
-                return gr.validate(False, f"{reason} {say('refused_file', lang)}"), gr.validate(True, "")
+                return gr.validate(False, f"{full_stop(reason)} {say('refused_file', lang)}"), gr.validate(True, "")
         return gr.validate(True, ""), gr.validate(True, "")
+
+    def attachments(self, message: dict | None, request: gr.Request) -> str:
+        """What the input holds, before it is sent: each attached clip by name and duration with a player,
+        or the reason it cannot be used. Decoding it now (into the backend's cache) also spares the send
+        its decode, so that the question shows in the chat at once."""
+        paths = _file_paths(message or {})
+        if not paths:
+            return ""
+        lang = language_of(request)
+        rows = []
+        for path in paths:
+            name = html.escape(os.path.basename(path))
+            if not self.uploaded([path]):
+                reason = say("expired" if not paths_outside([path], [get_upload_folder()]) else "not_uploaded", lang,
+                             name=os.path.basename(path))
+                rows.append(f'<li class="unusable"><span class="why">{html.escape(reason)}</span></li>')
+                continue
+            try:
+                seconds = self.audio_seconds(path)
+            except Exception as exc:  # noqa: BLE001 - said beside the file (the sentence names it); the send says it again
+                reason = say("unusable", lang, reason=full_stop(as_gradio_error(exc, self.service, lang).message))
+                rows.append(f'<li class="unusable"><span class="why">{html.escape(reason)}</span></li>')
+                continue
+            src = html.escape("gradio_api/file=" + path, quote=True)
+            listen = html.escape(say("listen", lang, name=os.path.basename(path)), quote=True)
+            rows.append(f'<li><span class="name">{name}</span> <span class="duration">{format_clock(seconds, 1)}</span>'
+                        f' <audio controls preload="none" src="{src}" aria-label="{listen}"></audio></li>')
+        title = html.escape(say("attached", lang))
+        return f'<ul class="attached-files" aria-label="{title}">{"".join(rows)}</ul>'
 
     def add_user_turn(self, message: dict | None, history: list[Message] | None,
                       request: gr.Request) -> tuple[Any, ...]:
@@ -261,11 +301,13 @@ class ChatHandlers:
             new.append({"role": "user", "content": text})
         lang = language_of(request)
         notes = [note(say("left_out", lang, reason=reason)) for reason in skipped]
-        return (history + new + notes, *busy_updates())
+        # The answer's place shows at once that it is coming (the reply replaces this note).
+        thinking = [note(say("thinking", lang), pending=True)]
+        return (history + new + notes + thinking, *busy_updates())
 
     @staticmethod
-    def audio_message(path: str, seconds: float) -> gr.Audio:
-        return gr.Audio(path, label=f"{os.path.basename(path)} · {format_clock(seconds, 1)}",
+    def audio_message(path: str, seconds: float, name: str | None = None) -> gr.Audio:
+        return gr.Audio(path, label=f"{name or os.path.basename(path)} · {format_clock(seconds, 1)}",
                         show_label=True, buttons=["download"])
 
     def _reply_steps(self, history: list[Message], settings: Sequence[Any], task: str | None,
@@ -365,6 +407,13 @@ class ChatHandlers:
                                                             buttons=["download"])} for c in clips]
 
     @staticmethod
+    def example(selected: gr.SelectData) -> Any:
+        """An example clicked in the empty chat: its question and clips fill the input, to send or change."""
+        value = selected.value if isinstance(selected.value, dict) else {}
+        files = [f.get("path") if isinstance(f, dict) else f for f in value.get("files") or []]
+        return gr.MultimodalTextbox(value={"text": value.get("text") or "", "files": [f for f in files if f]})
+
+    @staticmethod
     def validate_regenerate(history: list[Message] | None, request: gr.Request) -> Any:
         if without_last_reply(list(history or [])) is None:
             return gr.validate(False, say("nothing_to_regenerate", language_of(request)))
@@ -391,6 +440,67 @@ class ChatHandlers:
             logger.warning("undo: left out %s audio: %s", key, refused)
             gr.Warning(html.escape(say(key, language_of(request), name=os.path.basename(refused))))
         return rest, gr.MultimodalTextbox(value={"text": text, "files": kept})
+
+    def edit(self, history: list[Message] | None, edited: gr.EditData, request: gr.Request) -> tuple[Any, ...]:
+        """An earlier question edited in the chat: the conversation goes on from there (what followed it is
+        dropped and the edited question answered). An edit that leaves the question empty is undone."""
+        history = without_pending(list(history or []))
+        index = edited.index[0] if isinstance(edited.index, (list, tuple)) else edited.index
+        text = (edited.value if isinstance(edited.value, str) else "").strip()
+        if not isinstance(index, int) or not 0 <= index < len(history) or history[index].get("role") != "user":
+            raise refusal(say("not_editable", language_of(request)))
+        if not text:
+            raise refusal(say("empty_input", language_of(request)))
+        end = index + 1  # the rest of the edited turn (its other user messages) stays with it
+        while end < len(history) and history[end].get("role") == "user":
+            end += 1
+        edited_turn = history[:index] + [{"role": "user", "content": text}] + history[index + 1: end]
+        return (edited_turn + [note(say("thinking", language_of(request)), pending=True)], *busy_updates())
+
+    def save(self, history: list[Message] | None, request: gr.Request) -> str:
+        """The conversation as a zip (conversation.json, transcript.md and its audio), for the browser to download."""
+        history = list(history or [])
+        lang = language_of(request)
+        if not any(m.get("role") == "user" for m in history):
+            raise refusal(say("nothing_to_save", lang))
+        try:
+            data = export_conversation(history, model_label=self.service.info.label, audio_seconds=self.audio_seconds,
+                                       allowed_roots=[get_upload_folder()])
+        except UserFacingError as exc:
+            raise refusal(sentence(exc, lang)) from None
+        folder = Path(tempfile.mkdtemp(prefix="saved-", dir=self.saved_dir))
+        path = folder / f"conversation-{time.strftime('%Y%m%d-%H%M%S')}.zip"
+        path.write_bytes(data)
+        self.use_files(session_of(request), [str(path)])
+        return str(path)
+
+    def load(self, upload: Any, request: gr.Request) -> tuple[Any, ...]:
+        """A conversation saved by :meth:`save`, loaded into the chat in place of the current one (a reply
+        being written is stopped first). A file that is not one says why, naming it; the chat stays."""
+        lang = language_of(request)
+        path = upload if isinstance(upload, str) else getattr(upload, "name", None) or (upload or {}).get("path")
+        if not path:
+            return (gr.skip(),) * 5
+        self._end_live_reply(session_of(request))
+        try:
+            loaded = import_conversation(path, self.saved_dir, max_bytes=self.config.max_upload_mb * 1024 * 1024)
+        except UserFacingError as exc:
+            gr.Warning(html.escape(sentence(exc, lang)), title=say("load_failed", lang), duration=None)
+            return (gr.skip(), *idle_updates())
+        history: list[Any] = []
+        for item in loaded:
+            if item.note is not None:
+                history.append(note(item.note))
+            elif item.audio is not None:
+                self.use_files(session_of(request), [item.audio])
+                try:
+                    history.append({"role": item.role, "content": self.audio_message(item.audio, self.audio_seconds(item.audio),
+                                                                                       item.name)})
+                except Exception as exc:  # noqa: BLE001 - the rest of the conversation still loads
+                    history.append(note(say("left_out", lang, reason=as_gradio_error(exc, self.service, lang).message)))
+            else:
+                history.append({"role": item.role, "content": item.text or ""})
+        return (history, *idle_updates())
 
     def clear(self, request: gr.Request) -> tuple[Any, ...]:
         """Empty the chat in one click, also while an answer streams: after the cancelled reply has ended."""

@@ -37,10 +37,14 @@ class Layout:
 
     chatbot: gr.Chatbot
     textbox: gr.MultimodalTextbox
+    attached: gr.HTML
     stop_btn: gr.Button
     regen_btn: gr.Button
     undo_btn: gr.Button
     clear_btn: gr.Button
+    save_btn: gr.Button
+    save_file: gr.DownloadButton
+    load_btn: gr.UploadButton
     system_prompt: gr.Textbox
     max_new_tokens: gr.Slider
     temperature: gr.Slider
@@ -71,6 +75,20 @@ class Layout:
 def title_key(info: BackendInfo) -> str:
     """The label key of the page's title, which names the model family (the tab title uses it too)."""
     return "title_qwen_audio" if info.model_family == "Qwen-Audio" else "title"
+
+
+#: The chat fills what the viewport leaves beside the header, the input and the action row (desktop and
+#: phone alike: ``dvh`` follows a phone's browser bars), and never shrinks below a few messages.
+CHAT_HEIGHT = "calc(100dvh - 300px)"
+CHAT_MIN_HEIGHT = 300
+
+
+def chat_example(example: Example, is_base: bool) -> dict[str, Any]:
+    """An example as the empty chat shows it: its question (a base checkpoint's are the clips alone, the
+    task selector says what to do with them) and its clips, named."""
+    names = " + ".join(Path(f).name for f in example.files)
+    text = "" if is_base else example.text
+    return {"text": text, "files": list(example.files), "display_text": f"{text} — {names}" if text else names}
 
 
 def _header(info: BackendInfo) -> None:
@@ -105,10 +123,15 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
     defaults = resolve(defaults or GenerationParams())
     is_base = info.family == "base"
     _header(info)
+    if is_base:  # a base checkpoint takes one audio per request
+        examples = [e for e in examples if len(e.files) == 1]
     chatbot = gr.Chatbot(
-        show_label=False, elem_id="chatbot", height=520, buttons=["copy", "copy_all"],
-        feedback_options=None, group_consecutive_messages=True, autoscroll=True,
+        show_label=False, elem_id="chatbot", scale=1, height=CHAT_MIN_HEIGHT,
+        buttons=["copy", "copy_all"], feedback_options=None, group_consecutive_messages=True, autoscroll=True,
         placeholder=label("empty_base" if is_base else "empty_chat"),
+        # The empty chat offers the examples; a click on one fills the input (see ChatHandlers.example).
+        examples=[chat_example(e, is_base) for e in examples] or None,
+        editable=None if is_base else "user",
     )
     with gr.Row(visible=is_base, elem_id="task-row"):
         task = gr.Radio(
@@ -124,6 +147,8 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
                                  visible=is_base and info.model_family == "Qwen-Audio", scale=1)
     if is_base:
         gr.Markdown(label("base_note"), elem_id="notes")
+    # The clips in the input, by name and duration, with a player (the input's own thumbnails are bare icons).
+    attached = gr.HTML("", elem_id="attached", padding=False)
     textbox = gr.MultimodalTextbox(
         sources=["microphone", "upload"], file_types=AUDIO_FILE_TYPES, file_count="multiple",
         placeholder=label("placeholder"), show_label=False, elem_id="input", autofocus=True,
@@ -135,6 +160,11 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
         regen_btn = gr.Button(label("regenerate"), icon=_icon("regenerate"), elem_id="regenerate", size="sm")
         undo_btn = gr.Button(label("undo"), icon=_icon("undo"), elem_id="undo", size="sm")
         clear_btn = gr.Button(label("clear"), icon=_icon("clear"), elem_id="clear", size="sm")
+        # Save builds the zip on demand and hands it to the (hidden) download button, which the page clicks.
+        save_btn = gr.Button(label("save"), icon=_icon("save"), elem_id="save", size="sm")
+        load_btn = gr.UploadButton(label("load"), icon=_icon("load"), file_types=[".zip"], file_count="single",
+                                   elem_id="load", size="sm")
+    save_file = gr.DownloadButton("download", elem_id="save-file", elem_classes=["offscreen"])
     with gr.Accordion(label("settings"), open=False, elem_id="settings"):
         system_prompt = gr.Textbox(config.system_prompt, label=label("system_prompt"), lines=2,
                                    info=label("system_prompt_info"), elem_id="system-prompt", visible=not is_base)
@@ -152,13 +182,6 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
                                         elem_id="repetition-penalty")
             seed = gr.Number(defaults.seed if defaults.seed is not None else -1, precision=0, minimum=-1,
                              label=label("seed"), info=label("seed_info"), elem_id="seed")
-    if is_base:  # a base checkpoint takes one audio per request
-        examples = [e for e in examples if len(e.files) == 1]
-    if examples:
-        # A base checkpoint's examples are the clips alone: the task selector says what to do with them.
-        values = [e.as_value() | ({"text": ""} if is_base else {}) for e in examples]
-        gr.Examples(values, inputs=[textbox], label=label("examples"),
-                    examples_per_page=8, elem_id="examples")
     # The /chat API's trigger and result: never shown, never touched by the page.
     api_trigger = gr.Button("chat api", visible=False)
     api_output = gr.Textbox(visible=False, label="reply")
@@ -168,8 +191,8 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
     api_task = [gr.Textbox("", visible=False, label="task"), gr.Textbox("", visible=False, label="language"),
                 gr.Checkbox(False, visible=False, label="timestamps")]
     return Layout(
-        chatbot=chatbot, textbox=textbox, stop_btn=stop_btn, regen_btn=regen_btn, undo_btn=undo_btn,
-        clear_btn=clear_btn, system_prompt=system_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+        chatbot=chatbot, textbox=textbox, attached=attached, stop_btn=stop_btn, regen_btn=regen_btn, undo_btn=undo_btn,
+        clear_btn=clear_btn, save_btn=save_btn, save_file=save_file, load_btn=load_btn, system_prompt=system_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
         top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, task=task, language=language, timestamps=timestamps,
         api_trigger=api_trigger, api_output=api_output, api_task=api_task, api_history=api_history,
     )

@@ -207,8 +207,9 @@ def test_base_examples_are_clips_alone(tmp_path):
     for family, text in (("base", ""), ("chat", "What is said?")):
         demo = build_demo(ScriptedWorker(info=FakeInfo(family=family)), DemoConfig(), examples=examples,
                           work_dir=tmp_path / family)
-        dataset = next(b for b in demo.blocks.values() if type(b).__name__ == "Dataset")
-        assert [sample[0]["text"] for sample in dataset.samples] == [text]
+        chatbot = next(b for b in demo.blocks.values() if type(b).__name__ == "Chatbot")
+        assert [e["text"] for e in chatbot.examples] == [text]  # shown in the empty chat
+        assert [e["files"][0]["orig_name"] for e in chatbot.examples] == ["example.wav"]
 
 
 def test_the_idle_queue_looks_for_work_every_10_ms_not_every_1_ms(tmp_path):

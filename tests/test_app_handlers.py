@@ -33,7 +33,8 @@ def clip_audio(tmp_path) -> Path:
 def user_turn(handlers: ChatHandlers, path: Path, question: str) -> list[dict]:
     """The history after the echo step, as the browser would send it back (audio copied into Gradio's cache)."""
     history, *_ = handlers.add_user_turn({"text": question, "files": [str(path)]}, [], FakeRequest())
-    return history
+    assert history[-1]["metadata"]["status"] == "pending"  # the answer's place: replaced by the reply
+    return history[:-1]
 
 
 def run(handlers: ChatHandlers, history: list[dict], *settings, request=None) -> list[list[dict]]:
@@ -65,7 +66,8 @@ def test_user_turn_shows_each_audio_with_its_duration_and_locks_the_input(tmp_pa
     message = {"text": "  Compare  ", "files": [str(clip_audio), str(clip_audio)]}
     assert [v["is_valid"] for v in handlers.validate_user_turn(message, [], FakeRequest())] == [True, True]
     history, textbox, stop, regenerate, undo = handlers.add_user_turn(message, [], FakeRequest())
-    assert [type(m["content"]) for m in history] == [gr.Audio, gr.Audio, str]
+    assert [type(m["content"]) for m in history] == [gr.Audio, gr.Audio, str, str]
+    assert history[3]["metadata"] == {"title": "Listening and thinking…", "status": "pending"}
     assert history[0]["content"].label == "beep.wav · 0:04.0"
     assert history[2]["content"] == "Compare"
     assert textbox.interactive is False and stop.interactive is True and regenerate.interactive is False

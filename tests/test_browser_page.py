@@ -115,7 +115,9 @@ def test_a_refused_attachment_is_named_and_does_not_block_the_next_send(new_chat
     chat = new_chat(url)
     chat.attach(clips["long"])
     chat.ask("What is in it?")
-    error = chat.page.get_by_text("long-clip.wav: the audio is 3 s long; the limit is 2 s")
+    # Said beside the file in the input's list as soon as it is attached, and again when it is sent.
+    chat.page.locator("#attached li.unusable", has_text="long-clip.wav: the audio is 3 s long; the limit is 2 s").wait_for()
+    error = chat.page.get_by_text("long-clip.wav: the audio is 3 s long; the limit is 2 s. Remove it, or send again: it will")
     error.wait_for(timeout=10000)
     assert chat.user_messages() == 0
     chat.page.click("#input [data-testid=submit-button]")  # the same input again: it goes, without the file
@@ -149,7 +151,7 @@ def test_action_icons_are_visible_in_dark_mode(new_chat, url):
 
     chat = new_chat(url, color_scheme="dark")
     assert chat.page.evaluate("document.body.classList.contains('dark')")
-    for button in ("#regenerate", "#undo", "#clear"):
+    for button in ("#regenerate", "#undo", "#clear", "#save", "#load"):
         icon = chat.page.locator(f"{button} img")
         shot = Image.open(BytesIO(icon.screenshot())).convert("L")
         background = Image.open(BytesIO(chat.page.locator(button).screenshot())).convert("L").getpixel((2, 2))
@@ -183,8 +185,10 @@ def test_esc_stops_and_there_is_one_settings_and_one_clear_control(new_chat, url
 def test_the_header_fits_a_390_px_phone_and_its_lines_start_together(new_chat, url):
     chat = new_chat(url, viewport={"width": 390, "height": 844})
     width = chat.page.evaluate("document.documentElement.clientWidth")
+    # The subtitle gives its room to the chat on a phone (the empty chat says what to do).
+    assert not chat.page.locator("#subtitle p").is_visible()
     boxes = {name: chat.page.locator(selector).bounding_box() for name, selector in (
-        ("title", "#title-text p"), ("subtitle", "#subtitle p"), ("badge", "#model-badge code"))}
+        ("title", "#title-text p"), ("badge", "#model-badge code"))}
     for name, box in boxes.items():
         assert box["x"] + box["width"] <= width + 0.5, f"the {name} is cut at the right edge: {box} in {width} px"
     lefts = {name: round(box["x"]) for name, box in boxes.items()}
