@@ -31,6 +31,8 @@ RAW: dict[str, Any] = {"preprocess": False}
 #: Generation events share one concurrency group without a limit of Gradio's: every request reaches the
 #: conversation service at once, whose one admission control (shared with /v1) queues it or says "busy".
 GENERATE_GROUP = "generate"
+#: The input's file paths as a JSON list, computed in the browser from the input's value.
+PATHS_OF_INPUT = "(value) => JSON.stringify(((value && value.files) || []).map((f) => f && f.path).filter(Boolean))"
 
 
 def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoConfig) -> None:
@@ -82,9 +84,14 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
         None, None, None, js="() => document.querySelector('#save-file')?.click()", **PRIVATE)
     ui.load_btn.upload(handlers.load, [ui.load_btn], [ui.chatbot, *lock], cancels=running, **PRIVATE)
 
-    # The input's clips by name, duration and player; an example clicked in the empty chat fills the input.
-    ui.textbox.change(handlers.attachments, [ui.textbox], [ui.attached], queue=False, show_progress="hidden",
-                      **PRIVATE)
+    # The input's clips by name, duration and player. The browser picks the paths out of the input at every
+    # change (no request: typing sends nothing); only when they differ does the server list them. A request
+    # of the input's own at each keystroke would be pending when Send is clicked, and Gradio then dropped
+    # the send's refusal (or the send).
+    ui.textbox.change(None, [ui.textbox], [ui.attached_paths], js=PATHS_OF_INPUT, queue=False, **PRIVATE)
+    ui.attached_paths.change(handlers.attachments, [ui.attached_paths], [ui.attached], queue=False,
+                             show_progress="hidden", **PRIVATE)
+    # An example clicked in the empty chat fills the input.
     ui.chatbot.example_select(handlers.example, None, [ui.textbox], queue=False, **PRIVATE)
 
     ui.api_trigger.click(

@@ -18,6 +18,7 @@ before it is decoded or handed back (:meth:`ChatHandlers.model_messages`, :meth:
 from __future__ import annotations
 
 import html
+import json
 import logging
 import os
 import tempfile
@@ -256,11 +257,15 @@ class ChatHandlers:
                 return gr.validate(False, f"{full_stop(reason)} {say('refused_file', lang)}"), gr.validate(True, "")
         return gr.validate(True, ""), gr.validate(True, "")
 
-    def attachments(self, message: dict | None, request: gr.Request) -> str:
-        """What the input holds, before it is sent: each attached clip by name and duration with a player,
-        or the reason it cannot be used. Decoding it now (into the backend's cache) also spares the send
-        its decode, so that the question shows in the chat at once."""
-        paths = _file_paths(message or {})
+    def attachments(self, paths_json: str | None, request: gr.Request) -> str:
+        """What the input holds, before it is sent (its file paths as a JSON list, from the browser): each
+        attached clip by name and duration with a player, or the reason it cannot be used. Decoding it now
+        (into the backend's cache) also spares the send its decode, so the question shows at once. Only
+        uploaded files are decoded (a client may name any path)."""
+        try:
+            paths = [p for p in json.loads(paths_json or "[]") if isinstance(p, str)]
+        except (ValueError, TypeError):
+            paths = []
         if not paths:
             return ""
         lang = language_of(request)

@@ -38,6 +38,7 @@ class Layout:
     chatbot: gr.Chatbot
     textbox: gr.MultimodalTextbox
     attached: gr.HTML
+    attached_paths: gr.Textbox  # the input's file paths as JSON, set in the browser (see app.events)
     stop_btn: gr.Button
     regen_btn: gr.Button
     undo_btn: gr.Button
@@ -149,6 +150,7 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
         gr.Markdown(label("base_note"), elem_id="notes")
     # The clips in the input, by name and duration, with a player (the input's own thumbnails are bare icons).
     attached = gr.HTML("", elem_id="attached", padding=False)
+    attached_paths = gr.Textbox("[]", visible=False, label="attached files")
     textbox = gr.MultimodalTextbox(
         sources=["microphone", "upload"], file_types=AUDIO_FILE_TYPES, file_count="multiple",
         placeholder=label("placeholder"), show_label=False, elem_id="input", autofocus=True,
@@ -191,7 +193,7 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
     api_task = [gr.Textbox("", visible=False, label="task"), gr.Textbox("", visible=False, label="language"),
                 gr.Checkbox(False, visible=False, label="timestamps")]
     return Layout(
-        chatbot=chatbot, textbox=textbox, attached=attached, stop_btn=stop_btn, regen_btn=regen_btn, undo_btn=undo_btn,
+        chatbot=chatbot, textbox=textbox, attached=attached, attached_paths=attached_paths, stop_btn=stop_btn, regen_btn=regen_btn, undo_btn=undo_btn,
         clear_btn=clear_btn, save_btn=save_btn, save_file=save_file, load_btn=load_btn, system_prompt=system_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
         top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, task=task, language=language, timestamps=timestamps,
         api_trigger=api_trigger, api_output=api_output, api_task=api_task, api_history=api_history,

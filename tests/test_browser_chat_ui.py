@@ -245,3 +245,25 @@ def test_the_chat_fills_the_viewport_and_the_input_stays_reachable(new_chat, url
     assert chat.page.evaluate("document.documentElement.scrollHeight") <= height + 1
     footer = chat.page.locator("footer").bounding_box()
     assert height - (footer["y"] + footer["height"]) <= 80, f"a blank band below the page: {footer} in {viewport}"
+
+
+def test_typing_sends_no_request_so_a_quick_send_and_its_refusal_are_not_dropped(new_chat, url, clips, tmp_path):
+    chat = new_chat(url)
+    chat.attach(clips["bell"])
+    wait_for(lambda: "0:01.5" in chat.page.inner_text("#attached"), timeout=10)
+    requests = []
+    chat.page.on("request", lambda r: requests.append(r.url) if r.method == "POST" else None)
+    chat.page.locator("#input textarea").press_sequentially("typed key by key", delay=20)
+    chat.page.wait_for_timeout(300)  # a request per keystroke would have been sent by now
+    assert requests == [], f"typing sent {len(requests)} requests: {requests[:3]}"
+    # A refused file, attached and sent at once: the refusal shows and stays.
+    broken = tmp_path / "quick-broken.wav"
+    broken.write_bytes(b"RIFF....WAVE" + bytes(range(256)) * 8)
+    chat.page.locator("#input button[aria-label='Remove file']").first.click()
+    chat.attach(broken)
+    chat.page.click("#input [data-testid=submit-button]")
+    refusal = chat.page.locator("#input .validation-error", has_text="quick-broken.wav")
+    refusal.wait_for(timeout=10000)
+    chat.page.wait_for_timeout(1000)
+    assert refusal.is_visible(), "the refusal vanished"
+    assert chat.user_messages() == 0

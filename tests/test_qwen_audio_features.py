@@ -37,13 +37,15 @@ AUDIO_CASES = [c for c in cases() if c.get("audio_files")]
 
 #: Decimals the fixture rounds each statistic to (checked by test_fixture_rounding_is_as_assumed).
 DECIMALS = {"mean": 6, "std": 6, "frame_0": 5, "per_frame_mean": 4}
-#: Float32 arithmetic (other thread counts, FFT order) on top of the fixture's rounding.
-COMPUTE_SLACK = 1e-6
+#: Float32 arithmetic (other thread counts, another CPU's vector units and so FFT order) on top of the
+#: fixture's rounding. Single log-mel values (frame 0) move most: 2.3e-6 on one Xeon VM whose means moved
+#: less than 1e-7; float32 decoding moves them by 2e-3 and the mean by 6e-6 (caught: see below).
+COMPUTE_SLACK = {"mean": 1e-6, "std": 1e-6, "frame_0": 1e-5, "per_frame_mean": 2e-6}
 
 
 def tolerance(field: str) -> float:
     """Half a unit of the stored last decimal, plus the arithmetic's slack."""
-    return 0.5 * 10.0 ** -DECIMALS[field] + COMPUTE_SLACK
+    return 0.5 * 10.0 ** -DECIMALS[field] + COMPUTE_SLACK[field]
 
 
 def decimals(value: float) -> int:
