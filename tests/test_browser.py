@@ -204,7 +204,9 @@ def test_corrupt_file_shows_an_error_and_keeps_the_chat(new_chat, scripted_url, 
     chat.answer(1)
     chat.attach(clips["corrupt"])
     chat.ask("and this one?")
-    error = chat.page.get_by_text("corrupt.wav: is not an audio file")
+    # Said beside the file in the input's list as soon as it is attached, and next to the input when sent.
+    chat.page.locator("#attached li.unusable", has_text="corrupt.wav: is not an audio file").wait_for(timeout=10000)
+    error = chat.page.locator("#input .validation-error", has_text="corrupt.wav: is not an audio file")
     error.wait_for(timeout=10000)
     assert error.is_visible()
     assert chat.user_messages() == 1 and len(chat.bot_texts()) == 1  # the chat is intact

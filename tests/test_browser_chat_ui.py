@@ -267,3 +267,16 @@ def test_typing_sends_no_request_so_a_quick_send_and_its_refusal_are_not_dropped
     chat.page.wait_for_timeout(1000)
     assert refusal.is_visible(), "the refusal vanished"
     assert chat.user_messages() == 0
+
+
+def test_a_question_with_audio_offers_no_pencil_that_would_do_nothing(new_chat, url, clips):
+    # Gradio edits a turn's messages as text and gives up on an audio one: no edit is sent at all.
+    chat = new_chat(url)
+    chat.attach(clips["bell"])
+    chat.ask("with audio")
+    settle(chat, 1)
+    chat.ask("text only")
+    settle(chat, 2)
+    pencils = chat.page.eval_on_selector_all("#chatbot button[aria-label=Edit]",
+                                             "els => els.map(e => e.getClientRects().length > 0)")
+    assert pencils == [False, True], pencils
