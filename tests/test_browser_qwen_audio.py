@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import unicodedata
 import wave
 from pathlib import Path
@@ -144,10 +145,30 @@ def test_chat_page_names_the_family_streams_the_worker_reply_and_follows_up(new_
 
     chat.attach(audio["speech"])
     chat.page.evaluate(WATCH)
-    chat.ask(question)
+    # The model waits at its 12th step until the page has shown the words so far: the reply must be seen
+    # growing however fast this machine generates (no timing involved).
+    model, held, release = qwen_audio_worker.model, threading.Event(), threading.Event()
+    steps = iter(range(10_000))
+    forward = model.forward
+
+    def held_forward(*args, **kwargs):
+        if next(steps) == 12:
+            held.set()
+            release.wait(30)
+        return forward(*args, **kwargs)
+
+    model.forward = held_forward
+    try:
+        chat.ask(question)
+        wait_for(held.is_set, timeout=30)
+        wait_for(lambda: chat.page.evaluate("window.__lengths").__len__() >= 1, timeout=10)
+        partial = chat.page.evaluate("window.__lengths")[-1]
+    finally:
+        release.set()
+        del model.forward
     chat.answer(1)
     lengths: list[int] = chat.page.evaluate("window.__lengths")
-    assert len(lengths) >= 3, f"the reply did not grow in steps: {lengths}"
+    assert 0 < partial < lengths[-1] and len(lengths) >= 2, f"the reply did not grow in steps: {lengths}"
     assert lengths == sorted(lengths)
     assert chat.players("user") == ["question.wav · 0:02.0"]
     assert_shown_as(chat, expected)
