@@ -25,6 +25,7 @@ from model.caches import CacheSizes
 from model.errors import UserFacingError
 from model.loading import DEFAULT_CHECKPOINT, DEVICES, DTYPES
 from model.params import ATTENTION_CHOICES, KV_CACHE_CHOICES, PARAMS, SETTINGS
+from model.quantization import QUANTIZATION_CHOICES
 
 ENV_PREFIX = "QWEN_DEMO_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -94,6 +95,9 @@ class DemoConfig:
     )
     device: str = _field("auto", "Where the model runs (auto = CUDA when available)", choices=DEVICES)
     dtype: str = _field("auto", "Model dtype (auto = bfloat16 on GPU, float32 on CPU)", choices=DTYPES)
+    quantization: str = _field("none", "Language model weights in 8bit or 4bit (nf4) through bitsandbytes, for "
+                               "8-16 GB GPUs; the audio encoder, projector and lm_head stay in dtype",
+                               choices=QUANTIZATION_CHOICES)
     backend: str = _field(
         "local", "local: load the model in this process; openai: drive an OpenAI-compatible server (vLLM, another demo)",
         choices=BACKENDS,

@@ -26,18 +26,23 @@ class Placement:
 
     device: str
     dtype: str
-    device_map: Any  # None (single device, moved with .to) or "auto" (split across GPUs by accelerate)
+    device_map: Any  # None (single device, moved with .to), "auto" (split across GPUs by accelerate) or {"": device}
+    quantization: str = "none"  # "8bit" / "4bit": the language model's linear layers (model.quantization)
 
 
-def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
+def resolve_placement(device: str = "auto", dtype: str = "auto", quantization: str = "none") -> Placement:
     """Turn the user's ``device``/``dtype`` choices into a concrete placement.
 
     ``auto`` device: CUDA when available, else CPU. ``auto`` dtype: bfloat16 on GPUs that support it,
     float16 on older GPUs, float32 on CPU (half precision on CPU is slow and poorly supported).
-    More than one GPU: accelerate's ``device_map="auto"`` spreads the layers over them.
+    More than one GPU: accelerate's ``device_map="auto"`` spreads the layers over them. A quantized
+    model is loaded straight onto its device (bitsandbytes' layers are not moved afterwards).
     """
     import torch
 
+    from .quantization import check_choice
+
+    check_choice(quantization)
     if device not in DEVICES:
         raise CheckpointLoadError(f"Unknown device {device!r}; choose one of {', '.join(DEVICES)}.")
     if dtype not in DTYPES:
@@ -52,7 +57,33 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
         else:
             dtype = "float32"
     device_map = "auto" if resolved == "cuda" and torch.cuda.device_count() > 1 else None
-    return Placement(device=resolved, dtype=dtype, device_map=device_map)
+    if device_map is None and quantization != "none":
+        device_map = {"": resolved}
+    return Placement(device=resolved, dtype=dtype, device_map=device_map, quantization=quantization)
+
+
+def free_memory_gib(device: str) -> float | None:
+    """Free memory on ``device`` in GiB: the GPU's (all GPUs together), or the machine's available RAM."""
+    import torch
+
+    try:
+        if device == "cuda":
+            return sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())) / 1024 ** 3
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1024 ** 3
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+def quantization_plan(path: Path, family: str, placement: Placement) -> str:
+    """What the chosen quantization needs for this checkpoint and what the device has (one sentence, before
+    loading; on a device too small for it, the setting that fits)."""
+    from . import families
+    from .quantization import QUANTIZATION_CHOICES, memory_plan, weight_bytes
+
+    architecture = families.meta_model(family, path)
+    keep = families.UNQUANTIZED[family]
+    needs = {mode: weight_bytes(architecture, mode, keep, placement.dtype).gib for mode in QUANTIZATION_CHOICES}
+    return memory_plan(needs, placement.quantization, placement.device, free_memory_gib(placement.device))
 
 
 def _looks_local(checkpoint: str) -> bool:
@@ -156,14 +187,23 @@ def load_model_and_processor(path: Path, placement: Placement, attention: str = 
 
     from . import families
 
+    from .quantization import bnb_config
+
     family = checkpoint_family(path)
     started = time.perf_counter()
+    try:
+        logger.info("%s", quantization_plan(path, family, placement))
+    except Exception:  # noqa: BLE001 - a plan is advice; loading says what is wrong itself
+        logger.debug("could not work out what %s needs", path, exc_info=True)
 
     def fail(exc: Exception) -> CheckpointLoadError:
         if isinstance(exc, torch.OutOfMemoryError):
-            return CheckpointLoadError(
-                f"Not enough GPU memory to load {path.name} in {placement.dtype} (about 17 GB needed in bfloat16)."
-            )
+            setting = placement.dtype if placement.quantization == "none" else placement.quantization
+            try:
+                advice = " " + quantization_plan(path, family, placement)
+            except Exception:  # noqa: BLE001
+                advice = " (about 17 GB are needed in bfloat16; --quantization 4bit needs about a third)"
+            return CheckpointLoadError(f"Not enough GPU memory to load {path.name} in {setting}.{advice}")
         if isinstance(exc, CheckpointLoadError):
             return exc
         # Damaged files fail in many ways (OSError, SafetensorError, KeyError...): one line names it.
@@ -171,7 +211,9 @@ def load_model_and_processor(path: Path, placement: Placement, attention: str = 
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return CheckpointLoadError(f"Cannot load the checkpoint in {path}: {reason}")
 
-    model, processor = families.load(family, path, getattr(torch, placement.dtype), placement.device_map, attention, fail)
+    quantization = bnb_config(placement.quantization, families.UNQUANTIZED[family], placement.dtype)
+    model, processor = families.load(family, path, getattr(torch, placement.dtype), placement.device_map, attention, fail,
+                                     quantization)
     if placement.device_map is None:
         try:
             model.to(placement.device)
@@ -179,7 +221,8 @@ def load_model_and_processor(path: Path, placement: Placement, attention: str = 
             raise fail(exc) from None
     model.eval()
     logger.info(
-        "loaded %s (%s) on %s in %s in %.1f s", path, family, placement.device, placement.dtype,
-        time.perf_counter() - started,
+        "loaded %s (%s) on %s in %s%s in %.1f s; the weights take %.1f MiB", path, family, placement.device,
+        placement.dtype, "" if placement.quantization == "none" else f", {placement.quantization}",
+        time.perf_counter() - started, model.get_memory_footprint() / 1024 ** 2,
     )
     return model, processor

@@ -98,6 +98,7 @@ class WorkerInfo:
     context_length: int
     parameters: int
     model_family: str = "Qwen2-Audio"  # or "Qwen-Audio" (Qwen-Audio-Chat and Qwen-Audio)
+    quantization: str = "none"  # "8bit" / "4bit": the language model's linear layers (model.quantization)
     #: The sampling defaults the checkpoint's generation_config sets (the lowest layer of the app's defaults).
     generation_defaults: GenerationParams = field(default_factory=GenerationParams)
 
@@ -105,7 +106,8 @@ class WorkerInfo:
     def label(self) -> str:
         name = self.checkpoint.rstrip("/").split("/")[-1] if "/" in self.checkpoint else self.checkpoint
         suffix = " — RANDOM WEIGHTS, answers are gibberish" if self.random_weights else ""
-        return f"{name} ({self.model_family} {self.family}) on {self.device.upper()} in {self.dtype}{suffix}"
+        weights = self.dtype if self.quantization == "none" else f"{self.quantization} ({self.dtype} elsewhere)"
+        return f"{name} ({self.model_family} {self.family}) on {self.device.upper()} in {weights}{suffix}"
 
 
 class _Request:
@@ -329,6 +331,7 @@ class ModelWorker:
             family=self.family_adapter.kind,
             device=placement.device,
             dtype=placement.dtype,
+            quantization=placement.quantization,
             random_weights=bool(getattr(model.config, "tiny_random", False)),
             context_length=self.family_adapter.context_length,
             parameters=sum(p.numel() for p in model.parameters()),
@@ -356,6 +359,7 @@ class ModelWorker:
         gpu_duration: int = 120,
         cache: CacheSizes | None = None,
         speedups: Speedups | None = None,
+        quantization: str = "none",
     ) -> "ModelWorker":
         """Load ``checkpoint`` (hub id or local directory) and return the process-wide worker for it.
 
@@ -364,11 +368,11 @@ class ModelWorker:
         """
         speedups = speedups or Speedups()
         key = (checkpoint, device, dtype, audio_limits or AudioLimits(), max_queue, gpu_duration,
-               cache or CacheSizes(), speedups)
+               cache or CacheSizes(), speedups, quantization)
         with cls._instances_lock:
             worker = cls._instances.get(key)
             if worker is None:
-                placement = resolve_placement(device, dtype)
+                placement = resolve_placement(device, dtype, quantization)
                 path = locate_checkpoint(checkpoint)
                 model, processor = load_model_and_processor(path, placement, attention=speedups.attention)
                 worker = cls(

@@ -43,6 +43,18 @@ def test_serves_the_tiny_checkpoint_within_30_seconds(tiny_checkpoint, tmp_path)
         assert "RANDOM WEIGHTS" in page  # the header names the model and device
 
 
+def test_serves_the_tiny_checkpoint_in_4bit_and_the_badge_says_so(tiny_checkpoint, tmp_path):
+    port = free_port()
+    log = tmp_path / "demo.log"
+    args = ["-c", str(tiny_checkpoint), "--cpu-only", "--quantization", "4bit", "--server-port", str(port)]
+    with demo_process(args, port, log, timeout=60):
+        text = log.read_text()
+        assert re.search(r"quantization 4bit: the weights need about \d+\.\d GiB; cpu has \d+\.\d GiB free\.", text), text
+        assert re.search(r"loaded .* in float32, 4bit in .* s; the weights take \d+\.\d MiB", text), text
+        page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).text
+        assert "in 4bit (float32 elsewhere)" in page  # the badge names the setting
+
+
 def test_help_lists_every_option_with_its_default():
     result = run("--help", timeout=30)
     assert result.returncode == 0

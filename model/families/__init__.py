@@ -35,16 +35,42 @@ def family_of_config(config: dict[str, Any]) -> str | None:
     return None
 
 
+#: Per family, the modules (full paths) that stay in the placement's dtype when the model is quantized:
+#: the audio encoder, the projector into the language model, lm_head (see model.quantization).
+UNQUANTIZED = {
+    "Qwen2-Audio": ("model.audio_tower", "model.multi_modal_projector", "lm_head"),
+    "Qwen-Audio": ("transformer.audio", "lm_head"),  # transformer.audio.proj is Qwen-Audio's projector
+}
+
+
 def load(family: str, path: Path, dtype: Any, device_map: Any, attention: str,
-         fail: Callable[[Exception], Exception]) -> tuple[Any, Any]:
-    """The model (on CPU or spread by ``device_map``) and processor of a ``family`` checkpoint at ``path``."""
+         fail: Callable[[Exception], Exception], quantization: Any = None) -> tuple[Any, Any]:
+    """The model (on CPU or spread by ``device_map``) and processor of a ``family`` checkpoint at ``path``;
+    ``quantization``: a ``BitsAndBytesConfig`` or None."""
     if family == "Qwen-Audio":
         from .qwen_audio.family import load as load_qwen_audio
 
-        return load_qwen_audio(path, dtype, device_map, attention, fail)
+        return load_qwen_audio(path, dtype, device_map, attention, fail, quantization)
     from .qwen2_audio import load as load_qwen2_audio
 
-    return load_qwen2_audio(path, dtype, device_map, attention, fail)
+    return load_qwen2_audio(path, dtype, device_map, attention, fail, quantization)
+
+
+def meta_model(family: str, path: Path) -> Any:
+    """The ``family`` checkpoint's architecture on the ``meta`` device (no memory, nothing read but config.json)."""
+    import torch
+
+    if family == "Qwen-Audio":
+        from .qwen_audio.configuration import QwenAudioConfig
+        from .qwen_audio.modeling import QwenAudioForCausalLM
+
+        config, cls = QwenAudioConfig.from_pretrained(path), QwenAudioForCausalLM
+    else:
+        from transformers import AutoConfig, Qwen2AudioForConditionalGeneration
+
+        config, cls = AutoConfig.from_pretrained(path), Qwen2AudioForConditionalGeneration
+    with torch.device("meta"):
+        return cls(config)
 
 
 def make_family(model: Any, processor: Any, *, make_collector: Callable[[str], AudioCollector],
@@ -60,4 +86,5 @@ def make_family(model: Any, processor: Any, *, make_collector: Callable[[str], A
     return Qwen2AudioFamily(model, processor, make_collector(Qwen2AudioFamily.audio_pcm), feature_cache)
 
 
-__all__ = ["CHECKPOINT_FILES", "FAMILIES", "ModelFamily", "family_of_config", "load", "make_family"]
+__all__ = ["CHECKPOINT_FILES", "FAMILIES", "UNQUANTIZED", "ModelFamily", "family_of_config", "load", "make_family",
+           "meta_model"]

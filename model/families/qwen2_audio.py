@@ -174,7 +174,8 @@ def checkpoint_ships_chat_template(path: Path) -> bool:
     return False
 
 
-def load(path: Path, dtype: Any, device_map: Any, attention: str, fail: Callable[[Exception], Exception]):
+def load(path: Path, dtype: Any, device_map: Any, attention: str, fail: Callable[[Exception], Exception],
+         quantization: Any = None):
     """``Qwen2AudioForConditionalGeneration`` and ``AutoProcessor`` from ``path`` (not yet moved to a device)."""
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
@@ -184,6 +185,7 @@ def load(path: Path, dtype: Any, device_map: Any, attention: str, fail: Callable
         model = Qwen2AudioForConditionalGeneration.from_pretrained(
             path, dtype=dtype, device_map=device_map, low_cpu_mem_usage=True,
             **({} if attention == "auto" else {"attn_implementation": attention}),
+            **({} if quantization is None else {"quantization_config": quantization}),
         )
     except Exception as exc:  # noqa: BLE001 - worded by the caller
         raise fail(exc) from None

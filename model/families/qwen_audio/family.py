@@ -79,7 +79,8 @@ def generation_config_of(path: Path, tokenizer: QwenAudioTokenizer, vocab_size: 
     return config, raw
 
 
-def load(path: Path, dtype: Any, device_map: Any, attention: str, fail: Callable[[Exception], Exception]):
+def load(path: Path, dtype: Any, device_map: Any, attention: str, fail: Callable[[Exception], Exception],
+         quantization: Any = None):
     """The model and its :class:`QwenAudioProcessor` from ``path`` (not yet moved to a device)."""
     from .configuration import QwenAudioConfig
     from .modeling import QwenAudioForCausalLM
@@ -101,6 +102,7 @@ def load(path: Path, dtype: Any, device_map: Any, attention: str, fail: Callable
         model = QwenAudioForCausalLM.from_pretrained(
             path, config=config, dtype=dtype, device_map=device_map, low_cpu_mem_usage=True,
             **({} if attention == "auto" else {"attn_implementation": attention}),
+            **({} if quantization is None else {"quantization_config": quantization}),
         )
     except Exception as exc:  # noqa: BLE001 - worded by the caller
         raise fail(exc) from None
