@@ -14,7 +14,7 @@ from app.config import DemoConfig, load_config
 from model import GenerationParams, ModelWorker
 from model.errors import CheckpointLoadError
 from model.families import UNQUANTIZED, meta_model
-from model.loading import Placement, load_model_and_processor, resolve_placement
+from model.loading import load_model_and_processor, resolve_placement
 from model.quantization import (
     GIB,
     QUANTIZATION_CHOICES,
