@@ -41,6 +41,7 @@ def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a 
         cache=CacheSizes(config.cache_audio_mb, config.cache_features_mb, config.prefix_cache_tokens),
         speedups=Speedups(attention=config.attn_implementation, kv_cache=config.kv_cache),
         quantization=config.quantization,
+        threads=config.threads,
     )
 
 

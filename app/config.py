@@ -93,7 +93,9 @@ class DemoConfig:
         DEFAULT_CHECKPOINT, "Hub id or local directory of the checkpoint (Qwen2-Audio, Qwen-Audio-Chat or Qwen-Audio)",
         flags=("-c", "--checkpoint-path"),
     )
-    device: str = _field("auto", "Where the model runs (auto = CUDA when available)", choices=DEVICES)
+    device: str = _field("auto", "Where the model runs (auto = CUDA when available, else an Apple GPU (mps), else CPU)",
+                         choices=DEVICES)
+    threads: int = _field(0, "CPU threads PyTorch uses (0 = its default, one per core)")
     dtype: str = _field("auto", "Model dtype (auto = bfloat16 on GPU, float32 on CPU)", choices=DTYPES)
     quantization: str = _field("none", "Language model weights in 8bit or 4bit (nf4) through bitsandbytes, for "
                                "8-16 GB GPUs; the audio encoder, projector and lm_head stay in dtype",
@@ -171,6 +173,7 @@ class DemoConfig:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, not {value!r}.")
         checks = {
             "server_port": (0 <= self.server_port <= 65535, "between 0 and 65535"),
+            "threads": (self.threads >= 0, "0 or more"),
             "max_queue_size": (self.max_queue_size >= 1, "at least 1"),
             "stream_interval_ms": (0 <= self.stream_interval_ms <= 1000, "between 0 and 1000"),
             "max_audio_seconds": (self.max_audio_seconds > 0, "positive"),

@@ -16,7 +16,7 @@ from .families import CHECKPOINT_FILES, family_of_config
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "Qwen/Qwen2-Audio-7B-Instruct"
-DEVICES = ("auto", "cuda", "cpu")
+DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
@@ -33,8 +33,9 @@ class Placement:
 def resolve_placement(device: str = "auto", dtype: str = "auto", quantization: str = "none") -> Placement:
     """Turn the user's ``device``/``dtype`` choices into a concrete placement.
 
-    ``auto`` device: CUDA when available, else CPU. ``auto`` dtype: bfloat16 on GPUs that support it,
-    float16 on older GPUs, float32 on CPU (half precision on CPU is slow and poorly supported).
+    ``auto`` device: CUDA when available, else an Apple GPU (MPS), else CPU. ``auto`` dtype: bfloat16 on
+    GPUs that support it, float16 on older GPUs and on MPS, float32 on CPU (half precision on CPU is slow
+    and poorly supported).
     More than one GPU: accelerate's ``device_map="auto"`` spreads the layers over them. A quantized
     model is loaded straight onto its device (bitsandbytes' layers are not moved afterwards).
     """
@@ -48,18 +49,48 @@ def resolve_placement(device: str = "auto", dtype: str = "auto", quantization: s
     if dtype not in DTYPES:
         raise CheckpointLoadError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
     has_cuda = torch.cuda.is_available()
+    has_mps = has_apple_gpu()
     if device == "cuda" and not has_cuda:
         raise CheckpointLoadError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --cpu-only or install a CUDA build of torch.")
-    resolved = "cuda" if device == "cuda" or (device == "auto" and has_cuda) else "cpu"
+    if device == "mps" and not has_mps:
+        raise CheckpointLoadError("--device mps was asked for, but PyTorch sees no Apple GPU (MPS needs a Mac with Apple silicon and macOS 12.3 or later); use --cpu-only.")
+    if device == "auto":
+        resolved = "cuda" if has_cuda else "mps" if has_mps else "cpu"
+    else:
+        resolved = device
     if dtype == "auto":
         if resolved == "cuda":
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        elif resolved == "mps":
+            dtype = "float16"  # Apple's GPUs run float16 and float32; bfloat16 only partly
         else:
             dtype = "float32"
+    if resolved == "mps" and dtype == "bfloat16":
+        raise CheckpointLoadError("bfloat16 is not supported well on Apple's MPS; use --dtype float16 (the default there) or float32.")
+    if resolved == "mps" and quantization != "none":
+        raise CheckpointLoadError("bitsandbytes does not run on Apple's MPS: use --quantization none (float16 needs about "
+                                  "16 GB of unified memory) or --cpu-only.")
     device_map = "auto" if resolved == "cuda" and torch.cuda.device_count() > 1 else None
     if device_map is None and quantization != "none":
         device_map = {"": resolved}
     return Placement(device=resolved, dtype=dtype, device_map=device_map, quantization=quantization)
+
+
+def has_apple_gpu() -> bool:
+    """Whether PyTorch can use an Apple GPU (MPS)."""
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for PyTorch's operators (0: PyTorch's default, one per core)."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+        logger.info("PyTorch uses %d CPU thread(s)", threads)
 
 
 def free_memory_gib(device: str) -> float | None:
@@ -69,6 +100,8 @@ def free_memory_gib(device: str) -> float | None:
     try:
         if device == "cuda":
             return sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())) / 1024 ** 3
+        if device == "mps":
+            return torch.mps.recommended_max_memory() / 1024 ** 3
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1024 ** 3
     except (OSError, ValueError, RuntimeError):
         return None

@@ -33,7 +33,14 @@ from .errors import (
     WorkerRestartedError,
     WorkerStoppedError,
 )
-from .loading import DEFAULT_CHECKPOINT, Placement, load_model_and_processor, locate_checkpoint, resolve_placement
+from .loading import (
+    DEFAULT_CHECKPOINT,
+    Placement,
+    load_model_and_processor,
+    locate_checkpoint,
+    resolve_placement,
+    set_threads,
+)
 from . import zerogpu
 from .families import make_family
 from .generation import generate_tokens, run_generate
@@ -360,6 +367,7 @@ class ModelWorker:
         cache: CacheSizes | None = None,
         speedups: Speedups | None = None,
         quantization: str = "none",
+        threads: int = 0,
     ) -> "ModelWorker":
         """Load ``checkpoint`` (hub id or local directory) and return the process-wide worker for it.
 
@@ -368,11 +376,12 @@ class ModelWorker:
         """
         speedups = speedups or Speedups()
         key = (checkpoint, device, dtype, audio_limits or AudioLimits(), max_queue, gpu_duration,
-               cache or CacheSizes(), speedups, quantization)
+               cache or CacheSizes(), speedups, quantization, threads)
         with cls._instances_lock:
             worker = cls._instances.get(key)
             if worker is None:
                 placement = resolve_placement(device, dtype, quantization)
+                set_threads(threads)
                 path = locate_checkpoint(checkpoint)
                 model, processor = load_model_and_processor(path, placement, attention=speedups.attention)
                 worker = cls(

@@ -119,7 +119,7 @@ def test_every_field_has_a_flag_with_its_default_in_help():
         ([], {"QWEN_DEMO_SHARE": "maybe"}, "share"),
         (["--temperature", "-1"], {}, "temperature must be a number in [0, 2] (0 = greedy), not -1.0."),
         (["--max-new-tokens", "5000"], {}, "max_new_tokens"),
-        ([], {"QWEN_DEMO_DEVICE": "tpu"}, "device must be one of auto, cuda, cpu"),
+        ([], {"QWEN_DEMO_DEVICE": "tpu"}, "device must be one of auto, cuda, mps, cpu"),
     ],
 )
 def test_bad_values_are_one_sentence_naming_the_field(argv, env, fragment):
