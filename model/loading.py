@@ -129,6 +129,34 @@ def _no_such_directory(checkpoint: str) -> CheckpointLoadError:
         f"No such directory: {checkpoint} (a checkpoint path; hub ids look like Qwen/Qwen2-Audio-7B-Instruct).")
 
 
+#: What a CPU-only machine without the checkpoint is told instead of starting the download by itself.
+TRYOUT = ("{checkpoint} is not downloaded yet and this machine has no GPU: it is about 17 GB to download and "
+          "needs about 32 GB of memory on the CPU. For a try-out, run `python -m model.tiny checkpoints/tiny-random` "
+          "and `python web_demo_audio.py -c checkpoints/tiny-random --config configs/cpu-tryout.yaml` (random "
+          "weights, gibberish answers); to download and run it on the CPU anyway, pass --device cpu.")
+
+
+def is_downloaded(checkpoint: str) -> bool:
+    """Whether ``checkpoint`` is a local directory or a hub id whose files are in the local hub cache."""
+    if os.path.isdir(os.path.expanduser(checkpoint)) or _looks_local(checkpoint):
+        return True
+    if "/" in checkpoint and os.path.isdir(checkpoint.partition("/")[0]):
+        return True  # a mistyped path under a directory here: locate_checkpoint says "no such directory"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(checkpoint, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an id the hub would refuse: locate_checkpoint says why
+        return True
+
+
+def check_tryout(checkpoint: str, device: str, placement: Placement) -> None:
+    """Refuse, in one sentence offering the tiny checkpoint, to start a 17 GB download by itself on a
+    machine that found no GPU (``--device auto``); an explicit ``--device cpu`` downloads."""
+    if device == "auto" and placement.device == "cpu" and not is_downloaded(checkpoint):
+        raise CheckpointLoadError(TRYOUT.format(checkpoint=checkpoint))
+
+
 def locate_checkpoint(checkpoint: str) -> Path:
     """Return a local directory holding ``checkpoint``, downloading a hub id (with progress bars) if needed.
 

@@ -35,6 +35,7 @@ from .errors import (
 )
 from .loading import (
     DEFAULT_CHECKPOINT,
+    check_tryout,
     Placement,
     load_model_and_processor,
     locate_checkpoint,
@@ -381,6 +382,7 @@ class ModelWorker:
             worker = cls._instances.get(key)
             if worker is None:
                 placement = resolve_placement(device, dtype, quantization)
+                check_tryout(checkpoint, device, placement)
                 set_threads(threads)
                 path = locate_checkpoint(checkpoint)
                 model, processor = load_model_and_processor(path, placement, attention=speedups.attention)

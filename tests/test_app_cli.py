@@ -132,3 +132,16 @@ def test_layers_stay_apart():
         text = source.read_text()
         assert "print(" not in text, source.name
         assert "argparse" not in text or source.name == "config.py", source.name
+
+
+def test_on_a_machine_without_gpu_or_model_the_default_run_offers_the_tiny_checkpoint_and_downloads_nothing(tmp_path):
+    # A fresh hub cache and no network (every request would fail): the run says what it would download and
+    # how big it is, and how to try the tiny checkpoint, before anything is fetched.
+    env = {"HF_HOME": str(tmp_path / "hf"), "CUDA_VISIBLE_DEVICES": ""}
+    result = run(env=env, timeout=60)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "Qwen/Qwen2-Audio-7B-Instruct is not downloaded yet and this machine has no GPU: it is about 17 GB" in line
+    assert "python -m model.tiny checkpoints/tiny-random" in line and "pass --device cpu" in line
+    assert "fetching" not in result.stdout + result.stderr  # the download was never started
+    assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir())
