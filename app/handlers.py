@@ -105,6 +105,11 @@ def idle_updates() -> tuple[Any, ...]:
     )
 
 
+def thinking(lang: str) -> Message:
+    """The answer's place while it is coming: a pending note, replaced by the queue position or the text."""
+    return note(say("thinking", lang), pending=True)
+
+
 def session_of(request: Any) -> str | None:
     """The Gradio session a request belongs to (one per open tab or ``gradio_client.Client``)."""
     return getattr(request, "session_hash", None)
@@ -272,15 +277,15 @@ class ChatHandlers:
         rows = []
         for path in paths:
             name = html.escape(os.path.basename(path))
+            reason = None
             if not self.uploaded([path]):
-                reason = say("expired" if not paths_outside([path], [get_upload_folder()]) else "not_uploaded", lang,
-                             name=os.path.basename(path))
-                rows.append(f'<li class="unusable"><span class="why">{html.escape(reason)}</span></li>')
-                continue
-            try:
-                seconds = self.audio_seconds(path)
-            except Exception as exc:  # noqa: BLE001 - said beside the file (the sentence names it); the send says it again
-                reason = say("unusable", lang, reason=full_stop(as_gradio_error(exc, self.service, lang).message))
+                reason = say(self.not_uploaded_key(path), lang, name=os.path.basename(path))
+            else:
+                try:
+                    seconds = self.audio_seconds(path)
+                except Exception as exc:  # noqa: BLE001 - said beside the file (the sentence names it); the send says it again
+                    reason = say("unusable", lang, reason=full_stop(as_gradio_error(exc, self.service, lang).message))
+            if reason is not None:
                 rows.append(f'<li class="unusable"><span class="why">{html.escape(reason)}</span></li>')
                 continue
             src = html.escape("gradio_api/file=" + path, quote=True)
@@ -307,8 +312,7 @@ class ChatHandlers:
         lang = language_of(request)
         notes = [note(say("left_out", lang, reason=reason)) for reason in skipped]
         # The answer's place shows at once that it is coming (the reply replaces this note).
-        thinking = [note(say("thinking", lang), pending=True)]
-        return (history + new + notes + thinking, *busy_updates())
+        return (history + new + notes + [thinking(lang)], *busy_updates())
 
     @staticmethod
     def audio_message(path: str, seconds: float, name: str | None = None) -> gr.Audio:
@@ -326,8 +330,7 @@ class ChatHandlers:
         messages = self.model_messages(history, system_prompt, base_task, lang, session)
         audios = audio_paths(history)
         windows = self.service.windows(audios[-1]) if audios else 1
-        # The answer's place shows at once that it is coming (replaced by the queue position or the text).
-        yield "queued", history + [note(say("thinking", lang), pending=True)]
+        yield "queued", history + [thinking(lang)]
         text = ""
         before: list[Message] = []  # notes about the question's audio, shown between it and the answer
         after: list[Message] = []  # notes about the answer (its length limit, old turns left out)
@@ -390,6 +393,12 @@ class ChatHandlers:
         yield from self._reply(history, settings, (task, language, timestamps), request, give_back=True)
 
     @staticmethod
+    def not_uploaded_key(path: str) -> str:
+        """Why a path that :meth:`uploaded` left out cannot be used: the message key ("not_uploaded" for a
+        path outside Gradio's upload folder, "expired" for an upload deleted since)."""
+        return "not_uploaded" if paths_outside([path], [get_upload_folder()]) else "expired"
+
+    @staticmethod
     def uploaded(paths: Sequence[str]) -> list[str]:
         """The paths that lie in Gradio's upload folder and are still there (a client may name any path)."""
         outside = set(paths_outside(paths, [get_upload_folder()]))
@@ -441,7 +450,7 @@ class ChatHandlers:
         kept = ChatHandlers.uploaded(files)
         if len(kept) < len(files):
             refused = next(f for f in files if f not in kept)
-            key = "not_uploaded" if paths_outside([refused], [get_upload_folder()]) else "expired"
+            key = ChatHandlers.not_uploaded_key(refused)
             logger.warning("undo: left out %s audio: %s", key, refused)
             gr.Warning(html.escape(say(key, language_of(request), name=os.path.basename(refused))))
         return rest, gr.MultimodalTextbox(value={"text": text, "files": kept})
@@ -460,7 +469,7 @@ class ChatHandlers:
         while end < len(history) and history[end].get("role") == "user":
             end += 1
         edited_turn = history[:index] + [{"role": "user", "content": text}] + history[index + 1: end]
-        return (edited_turn + [note(say("thinking", language_of(request)), pending=True)], *busy_updates())
+        return (edited_turn + [thinking(language_of(request))], *busy_updates())
 
     def save(self, history: list[Message] | None, request: gr.Request) -> str:
         """The conversation as a zip (conversation.json, transcript.md and its audio), for the browser to download."""

@@ -78,9 +78,8 @@ def title_key(info: BackendInfo) -> str:
     return "title_qwen_audio" if info.model_family == "Qwen-Audio" else "title"
 
 
-#: The chat fills what the viewport leaves beside the header, the input and the action row (desktop and
-#: phone alike: ``dvh`` follows a phone's browser bars), and never shrinks below a few messages.
-CHAT_HEIGHT = "calc(100dvh - 300px)"
+#: The chat's height before it grows (``scale=1`` in a ``fill_height`` page: it takes what the window
+#: leaves beside the header, the input and the action row, on a desktop and a phone alike).
 CHAT_MIN_HEIGHT = 300
 
 

@@ -79,28 +79,21 @@ def weight_bytes(model: Any, mode: str, keep: Sequence[str], dtype: str) -> Weig
     bits = BITS[check_choice(mode)]
     per = DTYPE_BYTES[dtype]
     parameters = sum(p.numel() for p in model.parameters())
-    quantized = 0
+    quantized = rows = 0
     if bits is not None:
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and not is_kept(name, keep):
                 quantized += module.weight.numel()
+                rows += module.weight.shape[0]
     if bits is None:
         total = parameters * per
     else:
-        scales = quantized // 64 * 4 if bits == 4 else module_rows(model, keep) * 4
+        scales = quantized // 64 * 4 if bits == 4 else rows * 4  # float32 scales: per 64 weights / per row
         total = quantized * bits // 8 + scales + (parameters - quantized) * per
     # Buffers (rotary frequencies, positional tables) stay in their own dtype whatever the setting.
     total += sum(b.numel() * (per if b.is_floating_point() and b.dtype != torch.float32 else b.element_size())
                  for b in model.buffers())
     return WeightBytes(parameters=parameters, quantized=quantized, total=total)
-
-
-def module_rows(model: Any, keep: Sequence[str]) -> int:
-    """The output rows of the quantized linear layers (8-bit keeps one float32 scale per row)."""
-    import torch
-
-    return sum(m.weight.shape[0] for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and not is_kept(n, keep))
 
 
 def fitting_setting(needs: dict[str, float], free_gib: float) -> str | None:

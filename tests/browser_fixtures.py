@@ -66,6 +66,12 @@ class Chat:
     def bot_texts(self) -> list[str]:
         return self.page.eval_on_selector_all("#chatbot [data-testid=bot] .message-content", "els => els.map(e => e.innerText)")
 
+    def answers(self) -> list[str]:
+        """The answers' texts, as shown (the notes beside them left out)."""
+        return self.page.eval_on_selector_all(
+            "#chatbot [data-testid=bot] .message-content", "els => els.filter(e => !e.closest('.thought-group'))"
+            ".map(e => e.innerText)")
+
     def user_messages(self) -> int:
         return self.page.locator("#chatbot [data-testid=user]").count()
 

@@ -76,9 +76,7 @@ def url(backend, clips, tmp_path_factory):
 
 
 def answers(chat) -> list[str]:
-    return chat.page.eval_on_selector_all(
-        "#chatbot [data-testid=bot] .message-content", "els => els.filter(e => !e.closest('.thought-group'))"
-        ".map(e => e.innerText.trim())")
+    return [text.strip() for text in chat.answers()]
 
 
 def user_texts(chat) -> list[str]:

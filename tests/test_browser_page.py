@@ -58,15 +58,8 @@ def notes(chat) -> list[str]:
     return chat.page.eval_on_selector_all("#chatbot .thought-group .title", "els => els.map(e => e.innerText.trim())")
 
 
-def answer_texts(chat) -> list[str]:
-    """The answers' texts (notes left out)."""
-    return chat.page.eval_on_selector_all(
-        "#chatbot [data-testid=bot] .message-content", "els => els.filter(e => !e.closest('.thought-group'))"
-        ".map(e => e.innerText)")
-
-
 def wait_streaming(chat, scripted, minimum: int = 20):
-    wait_for(lambda: (texts := answer_texts(chat)) and len(texts[-1]) > minimum and scripted.streams
+    wait_for(lambda: (texts := chat.answers()) and len(texts[-1]) > minimum and scripted.streams
              and scripted.streams[-1].closed_at is None, timeout=15)
     return scripted.streams[-1]
 
@@ -80,9 +73,9 @@ def test_clear_during_a_streaming_answer_empties_the_chat_in_one_click(new_chat,
         wait_for(lambda: stream in scripted.cancelled, timeout=5)
         chat.wait_idle(timeout=10)
         time.sleep(0.6)  # anything the cancelled reply still sent would be on screen by now
-        assert chat.user_messages() == 0 and answer_texts(chat) == [], f"attempt {attempt}: the chat was not emptied"
+        assert chat.user_messages() == 0 and chat.answers() == [], f"attempt {attempt}: the chat was not emptied"
     chat.ask("After clearing")
-    wait_for(lambda: answer_texts(chat) and answer_texts(chat)[-1].startswith("answer") and chat.page.evaluate(IDLE),
+    wait_for(lambda: chat.answers() and chat.answers()[-1].startswith("answer") and chat.page.evaluate(IDLE),
              timeout=15)
     assert chat.user_messages() == 1
 
@@ -101,13 +94,13 @@ def test_stop_freezes_the_answer_where_it_was_and_marks_it_stopped(new_chat, url
     wait_for(lambda: stream in scripted.cancelled, timeout=5)
     chat.wait_idle(timeout=10)
     time.sleep(0.8)
-    final = answer_texts(chat)[-1]
+    final = chat.answers()[-1]
     assert len(final) == at_click, f"text kept coming after Stop: {at_click} -> {len(final)} characters"
     assert 20 < len(final) < len("".join(SLOW))
     assert any("Stopped" in n for n in notes(chat)), notes(chat)
     chat.shot("page-stopped")
     chat.ask("Still there?", enter=True)
-    wait_for(lambda: answer_texts(chat)[-1].startswith("answer") and chat.page.evaluate(IDLE), timeout=15)
+    wait_for(lambda: chat.answers()[-1].startswith("answer") and chat.page.evaluate(IDLE), timeout=15)
     assert any("Stopped" in n for n in notes(chat)), "the mark went with the next question"
 
 
@@ -121,20 +114,20 @@ def test_a_refused_attachment_is_named_and_does_not_block_the_next_send(new_chat
     error.wait_for(timeout=10000)
     assert chat.user_messages() == 0
     chat.page.click("#input [data-testid=submit-button]")  # the same input again: it goes, without the file
-    wait_for(lambda: answer_texts(chat) and chat.page.evaluate(IDLE), timeout=15)
-    assert chat.user_messages() == 1 and answer_texts(chat)[-1].startswith("answer")
+    wait_for(lambda: chat.answers() and chat.page.evaluate(IDLE), timeout=15)
+    assert chat.user_messages() == 1 and chat.answers()[-1].startswith("answer")
     assert any(n.startswith("Left out: long-clip.wav") for n in notes(chat)), notes(chat)
     chat.ask("And text alone?")
-    wait_for(lambda: len(answer_texts(chat)) == 2 and chat.page.evaluate(IDLE), timeout=15)
+    wait_for(lambda: len(chat.answers()) == 2 and chat.page.evaluate(IDLE), timeout=15)
 
 
 def test_long_audio_and_length_notes_stay_beside_their_messages_without_toasts(new_chat, noted, clips):
     chat = new_chat(noted)
     chat.attach(clips["short"])
     chat.ask("Describe it.")
-    wait_for(lambda: answer_texts(chat) and chat.page.evaluate(IDLE), timeout=15)
+    wait_for(lambda: chat.answers() and chat.page.evaluate(IDLE), timeout=15)
     chat.ask("And again?")
-    wait_for(lambda: len(answer_texts(chat)) == 2 and chat.page.evaluate(IDLE), timeout=15)
+    wait_for(lambda: len(chat.answers()) == 2 and chat.page.evaluate(IDLE), timeout=15)
     time.sleep(0.5)
     shown = notes(chat)
     # The scripted backend reports every audio as 1 s long, in 3 windows; said once, beside its turn.
