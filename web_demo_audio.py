@@ -32,17 +32,45 @@ def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a 
                              model=config.remote_model or None, audio_limits=limits,
                              audio_cache_mb=config.cache_audio_mb)
     from model import CacheSizes, ModelWorker, Speedups
+    from model.errors import NotDownloadedError
+    from model.loading import DEFAULT_CHECKPOINT, TRYOUT_INSTEAD, tryout_checkpoint
 
-    return ModelWorker.from_pretrained(
-        config.checkpoint_path,
-        device=config.device,
-        dtype=config.dtype,
-        audio_limits=limits,
-        cache=CacheSizes(config.cache_audio_mb, config.cache_features_mb, config.prefix_cache_tokens),
-        speedups=Speedups(attention=config.attn_implementation, kv_cache=config.kv_cache),
-        quantization=config.quantization,
-        threads=config.threads,
-    )
+    def load(checkpoint: str):  # noqa: ANN202
+        return ModelWorker.from_pretrained(
+            checkpoint,
+            device=config.device,
+            dtype=config.dtype,
+            audio_limits=limits,
+            cache=CacheSizes(config.cache_audio_mb, config.cache_features_mb, config.prefix_cache_tokens),
+            speedups=Speedups(attention=config.attn_implementation, kv_cache=config.kv_cache),
+            quantization=config.quantization,
+            threads=config.threads,
+        )
+
+    try:
+        return load(config.checkpoint_path)
+    except NotDownloadedError:
+        if config.checkpoint_path != DEFAULT_CHECKPOINT:
+            raise  # a checkpoint the user named: the sentence says how to get it or try the tiny one
+    # The default run on a machine with no GPU and no model: the try-out, said in one sentence.
+    path = tryout_checkpoint()
+    logger.warning(TRYOUT_INSTEAD.format(checkpoint=config.checkpoint_path, path=path))
+    if not (path / "config.json").is_file():
+        build_tryout_checkpoint(path)
+    return load(str(path))
+
+
+def build_tryout_checkpoint(path):  # noqa: ANN001, ANN201 - a pathlib.Path
+    """Build the tiny random checkpoint at ``path`` (a few seconds), whole or not at all."""
+    import shutil
+
+    from model.tiny import build_tiny_checkpoint
+
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    build_tiny_checkpoint(partial)
+    shutil.rmtree(path, ignore_errors=True)
+    partial.rename(path)
 
 
 def port_problem(host: str, port: int) -> str | None:

@@ -94,7 +94,7 @@ class ChatBackend(Protocol):
 
     def decode_audio(self, path: str, limits: AudioLimits) -> Any:
         """``path`` as 16 kHz mono float32 samples, decoded as the model decodes it and from the same cache
-        (so checking a file, sending it and cutting clips from it cost one ffmpeg run); raises the model
+        (so checking a file, sending it and cutting clips from it cost one decode); raises the model
         layer's AudioError with a sentence naming the file."""
 
     def shutdown(self) -> None:

@@ -2,7 +2,7 @@
 
 ``--backend openai --api-base URL`` makes the UI use it instead of loading a model in-process: it
 satisfies the same :class:`app.backend.ChatBackend` interface as ``model.ModelWorker``, so the UI does
-not know which one it has. Audio is decoded here with ffmpeg (so bad files are refused with their
+not know which one it has. Audio is decoded here as in local mode (model.audio, so bad files are refused with their
 name, as in local mode) and sent inline as 16 kHz mono float32 WAV, which keeps the samples exactly as
 the local path would see them. Replies stream as server-sent events; ``close()`` (Stop) closes the HTTP
 stream, which makes the server stop generating.
@@ -207,7 +207,7 @@ class RemoteBackend:
         )
         logger.info("remote backend: %s", self.info.label)
         # Decoded here as the server's model family decodes (Qwen-Audio: 16-bit samples), and sent as float
-        # samples that its decoder reads back exactly; one ffmpeg run per distinct file while it is cached.
+        # samples that its decoder reads back exactly; one decode per distinct file while it is cached.
         pcm = "s16" if self.info.model_family == "Qwen-Audio" else "f32"
         decode = decode_audio if pcm == "f32" else functools.partial(decode_audio, pcm=pcm)
         self._decode = cached_decoder(decode, LruCache(audio_cache_mb << 20, name="decoded audio"), FileDigests())

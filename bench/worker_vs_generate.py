@@ -6,8 +6,10 @@ Both paths get the same conversation (one audio of ``--audio-seconds`` + a quest
 exactly ``--tokens`` new tokens. The bare path is what a script using transformers directly does:
 processor call on already-decoded audio, then ``model.generate`` with a streamer that only records
 when each token arrives. The worker path is what the demo does: ``worker.stream(messages)`` from a
-file path, including ffmpeg decoding, prompt rendering, the processor, the queue hand-off and the
-per-token UTF-8 detokenizer. Without ``--checkpoint`` a tiny random checkpoint is built in a temp dir
+file path, including decoding it (in-process, PyAV), prompt rendering, the processor, the queue
+hand-off and the per-token UTF-8 detokenizer; "worker, ffmpeg binary" is the same with the file
+decoded by the ffmpeg binary instead (the demo's decoder before), and the decoders are also timed on
+their own, side by side. Without ``--checkpoint`` a tiny random checkpoint is built in a temp dir
 (its speed says nothing about the real 8.4 B model). This is a benchmark, not a test: it asserts nothing.
 """
 
@@ -22,6 +24,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import functools
+from contextlib import contextmanager
 
 from bench.audio import write_tone
 
@@ -60,6 +65,20 @@ def bench_worker(worker, messages, tokens: int) -> dict[str, float]:
     return {"first_s": times[0] - started, "total_s": total, "units": len(times), "rate": (len(times) - 1) / (times[-1] - times[0])}
 
 
+@contextmanager
+def binary_decoder():
+    """The worker decoding with the ffmpeg binary (model.audio's ``decoder="ffmpeg"``) while inside."""
+    import model.worker
+    from model.audio import decode_audio
+
+    real = model.worker.decode_audio
+    model.worker.decode_audio = functools.partial(decode_audio, decoder="ffmpeg")
+    try:
+        yield
+    finally:
+        model.worker.decode_audio = real
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="checkpoint directory or hub id (default: build the tiny random one)")
@@ -79,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     # Caches off: every run pays for decoding, features and the whole prefill, like a first turn.
     worker = ModelWorker.from_pretrained(checkpoint, device=args.device, cache=CacheSizes(0, 0, 0))
     cached = ModelWorker(worker.model, worker.processor, checkpoint=checkpoint, placement=worker.placement)
+    with binary_decoder():  # the decoder is bound when a worker is made
+        with_binary = ModelWorker(worker.model, worker.processor, checkpoint=checkpoint, placement=worker.placement,
+                                  cache=CacheSizes(0, 0, 0))
     audio = tmp / "tone.wav"
     samples = write_tone(audio, args.audio_seconds, 440.0, seed=0)
     question = "What can you hear in this recording?"
@@ -87,20 +109,23 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_bare(worker, template_messages, samples, args.tokens)  # warm-up
     bench_worker(worker, worker_messages, args.tokens)
+    bench_worker(with_binary, worker_messages, args.tokens)
     bench_worker(cached, worker_messages, args.tokens)  # fills its caches: later runs repeat a known request
-    runs = {"bare generate": [], "worker.stream": [], "repeat, cached": []}
+    runs = {"bare generate": [], "worker.stream": [], "worker, ffmpeg binary": [], "repeat, cached": []}
     for _ in range(args.repeats):  # interleaved, so drift in machine load hits all alike
         runs["bare generate"].append(bench_bare(worker, template_messages, samples, args.tokens))
         runs["worker.stream"].append(bench_worker(worker, worker_messages, args.tokens))
+        runs["worker, ffmpeg binary"].append(bench_worker(with_binary, worker_messages, args.tokens))
         runs["repeat, cached"].append(bench_worker(cached, worker_messages, args.tokens))
 
     from model.audio import decode_audio
 
-    decode_ms = []
+    decode_ms: dict[str, list[float]] = {"pyav": [], "ffmpeg": []}
     for _ in range(args.repeats):
-        started = time.perf_counter()
-        decode_audio(audio)
-        decode_ms.append((time.perf_counter() - started) * 1000)
+        for decoder, times in decode_ms.items():
+            started = time.perf_counter()
+            decode_audio(audio, decoder=decoder)
+            times.append((time.perf_counter() - started) * 1000)
 
     summary = {
         name: {
@@ -114,23 +139,26 @@ def main(argv: list[str] | None = None) -> int:
     bare, ours = summary["bare generate"], summary["worker.stream"]
     print(f"model: {worker.info.label}; {args.audio_seconds:g} s audio, {args.tokens} new tokens, median of {args.repeats}")
     print(f"machine: {platform.machine()} {platform.processor() or ''} python {platform.python_version()}".rstrip())
-    print(f"{'path':<16}{'first piece ms':>16}{'pieces':>8}{'pieces/s':>10}{'total ms':>10}")
+    print(f"{'path':<24}{'first piece ms':>16}{'pieces':>8}{'pieces/s':>10}{'total ms':>10}")
     for name, s in summary.items():
-        print(f"{name:<16}{s['first_piece_ms']:>16.1f}{s['pieces']:>8.0f}{s['pieces_per_s']:>10.1f}{s['total_ms']:>10.1f}")
+        print(f"{name:<24}{s['first_piece_ms']:>16.1f}{s['pieces']:>8.0f}{s['pieces_per_s']:>10.1f}{s['total_ms']:>10.1f}")
     print(
         f"worker/bare: first piece x{ours['first_piece_ms'] / bare['first_piece_ms']:.2f}, "
         f"total time x{ours['total_ms'] / bare['total_ms']:.2f} "
         "(bare 'pieces' are tokens; the worker's are non-empty text pieces)"
     )
-    print(f"of the worker's first-piece time, decoding the file with ffmpeg took {statistics.median(decode_ms):.1f} ms "
-          "(the bare path starts from decoded samples)")
+    binary = summary["worker, ffmpeg binary"]
+    print(f"the worker's first-piece overhead over bare generate: {ours['first_piece_ms'] - bare['first_piece_ms']:+.1f} ms "
+          f"(decoding with the ffmpeg binary: {binary['first_piece_ms'] - bare['first_piece_ms']:+.1f} ms)")
+    print(f"decoding the file alone (the bare path starts from decoded samples): in-process (PyAV) "
+          f"{statistics.median(decode_ms['pyav']):.1f} ms, ffmpeg binary {statistics.median(decode_ms['ffmpeg']):.1f} ms")
     print("worker.stream runs with its caches off (a first turn); 'repeat, cached' sends the same request to a "
           "worker with caches on, as a regenerate does")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"model": worker.info.label, "args": {k: str(v) for k, v in vars(args).items()}, "summary": summary, "decode_ms": decode_ms, "runs": runs}, indent=2))
-    worker.shutdown()
-    cached.shutdown()
+    for each in (worker, cached, with_binary):
+        each.shutdown()
     return 0
 
 

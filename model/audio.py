@@ -1,23 +1,33 @@
-"""Decoding user audio for Qwen2-Audio: any file ffmpeg can read -> 16 kHz mono float32.
+"""Decoding user audio for Qwen2-Audio: any file FFmpeg can read -> 16 kHz mono float32.
 
 Everything a browser or a user produces (wav, flac, mp3, ogg/vorbis, opus, webm, m4a/aac, the audio
-track of a video) is decoded by the ffmpeg binary, driven through ffmpeg-python, straight to raw
-little-endian samples at 16 kHz mono on a pipe. Problems surface as the typed errors of
-:mod:`model.errors`, whose message is ``"<file name>: <reason>"`` and never contains a traceback or
-ffmpeg's whole stderr.
+track of a video) is decoded **in this process** by FFmpeg's own libraries through PyAV (``av``,
+whose wheels bundle them): no ffmpeg binary is needed, and no process is started per file (one start
+of the binary costs about 0.1 s on a small machine, most of a first turn's overhead). The samples go
+through the same filter the ffmpeg command line inserts for ``-ac 1 -ar 16000`` (libswresample,
+through ``aresample`` + ``aformat``), so they are bit for bit what the command line gives.
 
-Two sample formats on that pipe (``decode_audio(..., pcm=...)``):
+The ffmpeg binary (driven through ffmpeg-python; the system's, else imageio-ffmpeg's bundled one when
+that package is installed) stays for what it still does better: a file whose codec PyAV's FFmpeg
+build lacks (e.g. Speex, which the binaries of Debian and imageio-ffmpeg decode) is handed to it when
+one is there (``decoder="auto"``, the default). ``decoder="pyav"`` / ``"ffmpeg"`` force one of them.
+
+Problems surface as the typed errors of :mod:`model.errors`, whose message is ``"<file name>:
+<reason>"`` and never contains a traceback or FFmpeg's whole log.
+
+Two sample formats (``decode_audio(..., pcm=...)``):
 
 - ``"f32"`` (the default, for Qwen2-Audio): float32, with a downmix that keeps the level of identical
   channels (``rematrix_maxval=1``), so nothing is quantised to 16 bits or clipped by the mix.
-- ``"s16"`` (for the first-generation Qwen-Audio): int16 with ffmpeg's default downmix, divided by
+- ``"s16"`` (for the first-generation Qwen-Audio): int16 with FFmpeg's default downmix, divided by
   32768, which is what Qwen-Audio's own ``load_audio`` feeds its encoder, sample for sample. For
-  integer output ffmpeg already normalises the mix as ``rematrix_maxval=1`` does, so the level is the
+  integer output FFmpeg already normalises the mix as ``rematrix_maxval=1`` does, so the level is the
   same; what differs from ``"f32"`` is the 16-bit quantisation of anything not 16-bit to begin with
   (an mp3, a resampled or mixed-down file).
 
-Both share every safety measure: ``file:`` URLs with a local-files-only protocol whitelist, the first
-audio stream only, an early stop one second past the length limit, and the same typed errors.
+Both decoders and both formats share every safety measure: ``file:`` URLs with a local-files-only
+protocol whitelist, the first audio stream only, an early stop one second past the length limit, a
+wall-clock limit, and the same typed errors.
 
 :func:`split_windows` then cuts the samples into the <= 30 s windows Qwen2-Audio's encoder can see
 (the feature extractor would otherwise silently drop everything after the first 30 s) and pads clips
@@ -31,56 +41,65 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 
+import av
+import av.filter
 import ffmpeg
 import numpy as np
 
 from model.errors import AudioDecodeError, AudioTooLargeError, AudioTooLongError
 
-__all__ = ["SAMPLE_RATE", "AudioLimits", "decode_audio", "split_windows", "window_count"]
+__all__ = ["DECODERS", "SAMPLE_RATE", "AudioLimits", "decode_audio", "ffmpeg_binary", "split_windows", "window_count"]
 
 logger = logging.getLogger(__name__)
 
 #: The only sampling rate Qwen2-Audio's feature extractor accepts.
 SAMPLE_RATE = 16000
 
-_FFMPEG = "ffmpeg"
-_FFPROBE = "ffprobe"
-#: Wall-clock limit for one ffmpeg run. Decoding 5 minutes of any common format takes well under 2 s.
+#: ``auto``: in-process (PyAV), the binary for a codec PyAV's build lacks; ``pyav`` / ``ffmpeg``: only that one.
+DECODERS = ("auto", "pyav", "ffmpeg")
+
+#: The ffmpeg binary to use; None: the one on PATH, else imageio-ffmpeg's (see :func:`ffmpeg_binary`).
+_FFMPEG: str | None = None
+#: Wall-clock limit for decoding one file. Decoding 5 minutes of any common format takes well under 2 s.
 _DECODE_TIMEOUT_S = 120.0
 #: Audio exactly at the limit may decode a little longer (AAC priming and frame padding add up to
 #: ~0.13 s, resampling rounds); that much over ``max_seconds`` is still accepted.
 _LENGTH_SLACK_S = 0.25
-#: Longest ffmpeg line quoted in an error message.
+#: Longest FFmpeg message quoted in an error message.
 _MAX_REASON_CHARS = 160
 
 
 @dataclass(frozen=True)
 class _PcmFormat:
-    """What ffmpeg writes on the pipe for one ``pcm`` mode of :func:`decode_audio`."""
+    """The samples one ``pcm`` mode of :func:`decode_audio` asks FFmpeg for."""
 
-    format: str
-    codec: str
+    format: str  # the binary's raw output format
+    codec: str  # the binary's output codec
+    sample_fmt: str  # libavutil's name, for the in-process filter
     dtype: np.dtype
-    extra_output: dict[str, object]
+    resampler: dict[str, str]  # libswresample options besides rate, layout and sample format
 
 
 _PCM_FORMATS = {
     "f32": _PcmFormat(
         "f32le",
         "pcm_f32le",
+        "flt",
         np.dtype("<f4"),
-        # ffmpeg's default downmix does not normalise for float output: identical channels come out
+        # FFmpeg's default downmix does not normalise for float output: identical channels come out
         # louder (x1.41 for stereo, x4.4 for 7.1) and would then be clipped. With maxval 1 the mix of
         # identical channels keeps their level (stereo -> (L + R) / 2, like librosa.to_mono).
         {"rematrix_maxval": "1.0"},
     ),
-    # Qwen-Audio's original decoding: ffmpeg's default downmix and resampler, 16-bit output (for integer
-    # output ffmpeg normalises the mix itself, so no rematrix option is needed, and none may be added).
-    "s16": _PcmFormat("s16le", "pcm_s16le", np.dtype("<i2"), {}),
+    # Qwen-Audio's original decoding: FFmpeg's default downmix and resampler, 16-bit output (for integer
+    # output FFmpeg normalises the mix itself, so no rematrix option is needed, and none may be added).
+    "s16": _PcmFormat("s16le", "pcm_s16le", "s16", np.dtype("<i2"), {}),
 }
 
 _INVALID_DATA = "is not an audio file ffmpeg can read (invalid data)"
@@ -125,35 +144,236 @@ class AudioLimits:
             )
 
 
+class _MissingDecoder(Exception):
+    """PyAV's FFmpeg build has no decoder for the file's audio codec (the binary may have one)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def decode_audio(
-    path: str | os.PathLike, limits: AudioLimits = AudioLimits(), *, pcm: str = "f32"
+    path: str | os.PathLike, limits: AudioLimits = AudioLimits(), *, pcm: str = "f32", decoder: str = "auto"
 ) -> np.ndarray:
-    """Decode any file ffmpeg can read to 16 kHz mono float32.
+    """Decode any file FFmpeg can read to 16 kHz mono float32.
 
     Returns a 1-D, C-contiguous ``float32`` array of finite values clipped to [-1, 1] (NaN and
     infinities become 0). It is NOT padded: see :func:`split_windows`. A video file yields its first
     audio track. A truncated file decodes as far as it can, without error.
 
-    ``pcm`` picks what ffmpeg writes: ``"f32"`` (float32, level-keeping downmix) or ``"s16"`` (int16
-    with ffmpeg's default downmix, returned as ``int16 / 32768``: exactly the samples of Qwen-Audio's
-    original ``ffmpeg -f s16le -ac 1 -acodec pcm_s16le -ar 16000``). Any other value: ValueError.
+    ``pcm`` picks the samples: ``"f32"`` (float32, level-keeping downmix) or ``"s16"`` (int16 with
+    FFmpeg's default downmix, returned as ``int16 / 32768``: exactly the samples of Qwen-Audio's
+    original ``ffmpeg -f s16le -ac 1 -acodec pcm_s16le -ar 16000``). ``decoder`` picks who decodes:
+    ``"auto"`` (in-process, and the ffmpeg binary for a codec the in-process build lacks, when there is
+    a binary), ``"pyav"`` or ``"ffmpeg"``. Any other value of either: ValueError.
 
     Raises:
         AudioTooLargeError: the file is larger than ``limits.max_bytes`` (checked before decoding).
         AudioTooLongError: the audio is longer than ``limits.max_seconds``; at most
             ``max_seconds + 1`` seconds are ever decoded.
         AudioDecodeError: the file is missing, empty, not audio, has no audio stream, decodes to no
-            samples, or ffmpeg failed (the reason quotes ffmpeg's last meaningful line, shortened).
+            samples, uses a codec no decoder here has, or decoding failed (the reason quotes FFmpeg's
+            own words, shortened).
     """
     pcm_format = _PCM_FORMATS.get(pcm)
     if pcm_format is None:
         raise ValueError(f"pcm must be one of {sorted(_PCM_FORMATS)}, got {pcm!r}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {list(DECODERS)}, got {decoder!r}")
     path_str = os.fsdecode(os.fspath(path))
     size = _check_file(path_str, limits)
 
-    # "file:" keeps ffmpeg from reading names like "clip 12:30.wav" or "http://..." as URLs, and the
+    # "file:" keeps FFmpeg from reading names like "clip 12:30.wav" or "http://..." as URLs, and the
     # protocol whitelist stops playlists inside a file from fetching anything but local files.
     source = "file:" + os.path.abspath(path_str)
+    started = time.perf_counter()
+    if decoder == "ffmpeg":
+        raw, problem = _decode_with_binary(path_str, source, limits, pcm_format)
+        used = "the ffmpeg binary"
+    else:
+        try:
+            raw, problem = _decode_in_process(path_str, source, limits, pcm_format)
+            used = "PyAV"
+        except _MissingDecoder as missing:
+            binary = ffmpeg_binary() if decoder == "auto" else None
+            if binary is None:
+                raise AudioDecodeError(path_str, missing.reason) from None
+            logger.info("%s: %s; decoding it with %s", path_str, missing.reason, binary)
+            raw, problem = _decode_with_binary(path_str, source, limits, pcm_format)
+            used = "the ffmpeg binary"
+
+    n_samples = len(raw)
+    if n_samples == 0:
+        raise AudioDecodeError(path_str, "contains no audio samples")
+    max_samples = limits.max_seconds * SAMPLE_RATE
+    if n_samples > max_samples + _LENGTH_SLACK_S * SAMPLE_RATE:
+        raise AudioTooLongError(path_str, _too_long_reason(source, limits.max_seconds))
+    if problem:
+        # Typically a truncated or damaged file: what decoded is returned.
+        logger.info("FFmpeg reported problems decoding %s (decoded %.2f s): %s",
+                    path_str, n_samples / SAMPLE_RATE, problem)
+
+    if pcm_format.dtype.kind == "i":
+        # int16 / 32768 lies in [-1, 1) and is always finite: nothing to clean. Same arithmetic as the
+        # original (float32 array divided by 32768.0), so every sample is bit-identical to the original's.
+        samples = raw.astype(np.float32) / np.float32(32768.0)
+    else:
+        samples = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)  # a new, writable array
+        np.clip(samples, -1.0, 1.0, out=samples)
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    logger.debug("decoded %s (%d bytes) with %s in %.1f ms: %.2f s", path_str, size, used,
+                 (time.perf_counter() - started) * 1000, n_samples / SAMPLE_RATE)
+    return samples
+
+
+def ffmpeg_binary() -> str | None:
+    """The ffmpeg binary this module would start: the system's (on PATH), else the one imageio-ffmpeg
+    bundles when that package is installed, else None."""
+    if _FFMPEG is not None:
+        return _FFMPEG
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg  # optional: a binary in a wheel, for machines without a system ffmpeg
+    except ImportError:
+        return None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:  # its binary is missing for this platform
+        return None
+
+
+# ------------------------------------------------------------------------------- in process (PyAV)
+
+
+def _decode_in_process(path: str, source: str, limits: AudioLimits, pcm_format: _PcmFormat) -> tuple[np.ndarray, str | None]:
+    """The first audio stream of ``source`` through the command line's resampling filter, in this process.
+
+    Returns the samples (``pcm_format.dtype``) and FFmpeg's complaint about a damaged stream, if any
+    (what decoded before it is kept). Raises AudioDecodeError, or _MissingDecoder for a codec this
+    build lacks.
+    """
+    max_samples = int(round((limits.max_seconds + 1) * SAMPLE_RATE)) if math.isfinite(limits.max_seconds) else None
+    deadline = time.monotonic() + _DECODE_TIMEOUT_S
+    try:
+        container = av.open(source, container_options={"protocol_whitelist": "file"}, metadata_errors="replace")
+    except av.FFmpegError as exc:
+        raise AudioDecodeError(path, _reason_from_open_error(exc)) from None
+    except (OSError, ValueError, UnicodeError) as exc:
+        raise AudioDecodeError(path, f"could not be opened ({_shorten(str(exc))})") from None
+    chunks: list[np.ndarray] = []
+    count = 0
+    problem = None
+    with container:
+        if not container.streams.audio:
+            raise AudioDecodeError(path, _NO_AUDIO_STREAM)
+        stream = container.streams.audio[0]
+        if not _has_decoder(stream):
+            raise _MissingDecoder("uses an audio codec the in-process decoder (PyAV's FFmpeg) has no decoder for")
+        try:
+            graph = _resampling_graph(stream, pcm_format)
+        except (av.FFmpegError, ValueError) as exc:
+            raise AudioDecodeError(path, f"could not be decoded: {_shorten(str(exc))}") from None
+
+        def drain() -> int:
+            pulled = 0
+            while True:
+                try:
+                    frame = graph.pull()
+                except (av.BlockingIOError, av.EOFError):
+                    return pulled
+                chunk = frame.to_ndarray().reshape(-1)
+                chunks.append(chunk)
+                pulled += len(chunk)
+
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:  # the container breaks off (truncated): keep what decoded
+                problem = problem or _shorten(_ffmpeg_message(exc))
+                break
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:  # a damaged frame is skipped, as the command line does
+                problem = problem or _shorten(_ffmpeg_message(exc))
+                continue
+            for frame in frames:
+                graph.push(frame)
+                count += drain()
+            if max_samples is not None and count > max_samples:
+                break  # one second past the limit is enough to refuse it
+            if time.monotonic() > deadline:
+                logger.warning("decoding %s took longer than %.0f s; stopped", path, _DECODE_TIMEOUT_S)
+                raise AudioDecodeError(path, f"decoding took longer than {_DECODE_TIMEOUT_S:.0f} s and was stopped")
+        try:
+            graph.push(None)
+            count += drain()
+        except av.FFmpegError as exc:
+            problem = problem or _shorten(_ffmpeg_message(exc))
+    if not chunks:
+        if problem:
+            raise AudioDecodeError(path, f"could not be decoded: {problem}")
+        return np.zeros(0, dtype=pcm_format.dtype), None
+    raw = np.concatenate(chunks).astype(pcm_format.dtype, copy=False)
+    if max_samples is not None and len(raw) > max_samples:
+        raw = raw[:max_samples]
+    return raw, problem
+
+
+def _has_decoder(stream) -> bool:
+    """Whether PyAV's FFmpeg build can decode ``stream`` (PyAV gives a stream without one no codec context)."""
+    return stream.codec_context is not None
+
+
+def _resampling_graph(stream, pcm_format: _PcmFormat) -> av.filter.Graph:
+    """abuffer -> aresample -> aformat -> abuffersink: what the command line builds for ``-ac 1 -ar 16000``."""
+    graph = av.filter.Graph()
+    source = graph.add_abuffer(template=stream)
+    resample = graph.add("aresample", out_sample_rate=str(SAMPLE_RATE), out_chlayout="mono",
+                         out_sample_fmt=pcm_format.sample_fmt, **pcm_format.resampler)
+    convert = graph.add("aformat", sample_fmts=pcm_format.sample_fmt, sample_rates=str(SAMPLE_RATE),
+                        channel_layouts="mono")
+    sink = graph.add("abuffersink")
+    source.link_to(resample)
+    resample.link_to(convert)
+    convert.link_to(sink)
+    graph.configure()
+    return graph
+
+
+def _ffmpeg_message(exc: BaseException) -> str:
+    """FFmpeg's own words in a PyAV error, without the file name PyAV appends."""
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else str(exc)
+
+
+def _reason_from_open_error(exc: BaseException) -> str:
+    """Why FFmpeg could not open a file, as one short reason a person can act on."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, PermissionError):
+        return "cannot be read (permission denied)"
+    lowered = _ffmpeg_message(exc).lower()
+    if "invalid data" in lowered or "invalid argument" in lowered or "end of file" in lowered:
+        # The mp3 prober claims text and random bytes, then fails with "Invalid argument".
+        return _INVALID_DATA
+    if "protocol not on whitelist" in lowered or "protocol not found" in lowered:
+        return _INVALID_DATA  # a playlist that points elsewhere: not an audio file
+    return f"could not be opened by ffmpeg ({_shorten(_ffmpeg_message(exc))})"
+
+
+# ------------------------------------------------------------------------------- the ffmpeg binary
+
+
+def _decode_with_binary(path: str, source: str, limits: AudioLimits, pcm_format: _PcmFormat) -> tuple[np.ndarray, str | None]:
+    """The same decoding by the ffmpeg binary, raw samples on a pipe; returns (samples, complaint)."""
+    binary = ffmpeg_binary()
+    if binary is None:
+        raise AudioDecodeError(path, "cannot be decoded: ffmpeg is not available on this server")
     input_kwargs: dict[str, object] = {"protocol_whitelist": "file"}
     if math.isfinite(limits.max_seconds):
         # Stop reading a long file early: one second past the limit is enough to refuse it.
@@ -163,7 +383,7 @@ def decode_audio(
         "acodec": pcm_format.codec,
         "ac": 1,
         "ar": SAMPLE_RATE,
-        **pcm_format.extra_output,
+        **pcm_format.resampler,
         "vn": None,
         "sn": None,
         "dn": None,
@@ -174,50 +394,26 @@ def decode_audio(
         .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error")
     )
     try:
-        proc = stream.run_async(cmd=_FFMPEG, pipe_stdout=True, pipe_stderr=True)
+        proc = stream.run_async(cmd=binary, pipe_stdout=True, pipe_stderr=True)
     except OSError as exc:  # the binary is missing or not executable
-        logger.error("cannot start %s to decode %s: %s", _FFMPEG, path_str, exc)
-        raise AudioDecodeError(path_str, "cannot be decoded: ffmpeg is not available on this server") from None
+        logger.error("cannot start %s to decode %s: %s", binary, path, exc)
+        raise AudioDecodeError(path, "cannot be decoded: ffmpeg is not available on this server") from None
     try:
         out, err = proc.communicate(timeout=_DECODE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        logger.warning("ffmpeg took longer than %.0f s on %s; stopped", _DECODE_TIMEOUT_S, path_str)
-        raise AudioDecodeError(path_str, f"decoding took longer than {_DECODE_TIMEOUT_S:.0f} s and was stopped") from None
+        logger.warning("ffmpeg took longer than %.0f s on %s; stopped", _DECODE_TIMEOUT_S, path)
+        raise AudioDecodeError(path, f"decoding took longer than {_DECODE_TIMEOUT_S:.0f} s and was stopped") from None
 
     stderr = err.decode("utf-8", errors="replace")
     if proc.returncode != 0:
         reason = _reason_from_stderr(stderr, source)
-        logger.debug("ffmpeg exited with %s on %s: %s", proc.returncode, path_str, reason)
-        raise AudioDecodeError(path_str, reason)
-
+        logger.debug("ffmpeg exited with %s on %s: %s", proc.returncode, path, reason)
+        raise AudioDecodeError(path, reason)
     n_samples = len(out) // pcm_format.dtype.itemsize
-    if n_samples == 0:
-        raise AudioDecodeError(path_str, "contains no audio samples")
-    max_samples = limits.max_seconds * SAMPLE_RATE
-    if n_samples > max_samples + _LENGTH_SLACK_S * SAMPLE_RATE:
-        raise AudioTooLongError(path_str, _too_long_reason(source, limits.max_seconds))
-    if stderr.strip():
-        # Typically a truncated or damaged file: what decoded is returned.
-        logger.info(
-            "ffmpeg reported problems decoding %s (decoded %.2f s): %s",
-            path_str,
-            n_samples / SAMPLE_RATE,
-            _last_meaningful_line(stderr, source),
-        )
-
     raw = np.frombuffer(out, dtype=pcm_format.dtype, count=n_samples)
-    if pcm_format.dtype.kind == "i":
-        # int16 / 32768 lies in [-1, 1) and is always finite: nothing to clean. Same arithmetic as the
-        # original (float32 array divided by 32768.0), so every sample is bit-identical to the original's.
-        samples = raw.astype(np.float32) / np.float32(32768.0)
-    else:
-        samples = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)  # a new, writable array
-        np.clip(samples, -1.0, 1.0, out=samples)
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
-    logger.debug("decoded %s (%d bytes): %.2f s", path_str, size, n_samples / SAMPLE_RATE)
-    return samples
+    return raw, (_last_meaningful_line(stderr, source) if stderr.strip() else None)
 
 
 def _window_samples(limits: AudioLimits) -> int:
@@ -334,21 +530,30 @@ def _reason_from_stderr(stderr: str, source: str) -> str:
 
 
 def _too_long_reason(source: str, max_seconds: float) -> str:
-    """The reason for AudioTooLongError; asks ffprobe for the real length (only this one decoded part of it)."""
+    """The reason for AudioTooLongError, with the file's real length where its container tells it
+    (only ``max_seconds + 1`` of it were decoded)."""
     limit = format_duration(max_seconds, short_whole_minutes=True)
-    duration = None
-    try:
-        info = ffmpeg.probe(source, cmd=_FFPROBE, v="error", protocol_whitelist="file")
-        candidates = [info.get("format", {}).get("duration")]
-        candidates += [s.get("duration") for s in info.get("streams", []) if s.get("codec_type") == "audio"]
-        values = [float(c) for c in candidates if c not in (None, "N/A")]
-        values = [v for v in values if math.isfinite(v)]
-        duration = max(values) if values else None
-    except Exception as exc:  # noqa: BLE001 - the length is only decoration for the message
-        logger.debug("ffprobe could not tell the length of %s: %s", source, exc)
+    duration = _container_duration(source)
     if duration is not None and duration > max_seconds:
         return f"the audio is {format_duration(duration)} long; the limit is {limit}"
     return f"the audio is longer than the limit of {limit}"
+
+
+def _container_duration(source: str) -> float | None:
+    """The length in seconds the container (or its first audio stream) declares, or None."""
+    try:
+        with av.open(source, container_options={"protocol_whitelist": "file"}, metadata_errors="replace") as container:
+            candidates = []
+            if container.duration is not None:
+                candidates.append(container.duration / av.time_base)
+            for stream in container.streams.audio[:1]:
+                if stream.duration is not None and stream.time_base is not None:
+                    candidates.append(float(stream.duration * stream.time_base))
+    except Exception as exc:  # noqa: BLE001 - the length is only decoration for the message
+        logger.debug("could not tell the length of %s: %s", source, exc)
+        return None
+    values = [v for v in candidates if math.isfinite(v)]
+    return max(values) if values else None
 
 
 def format_clock(seconds: float, decimals: int = 0) -> str:

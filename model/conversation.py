@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +30,6 @@ from .errors import AudioDecodeError, ConversationError
 
 logger = logging.getLogger(__name__)
 
-#: Audio files of one request decoded at once.
-DECODE_THREADS = 4
 ROLES = ("system", "user", "assistant")
 
 #: Languages the base models' tasks offer, by code and name (the eight of Qwen-Audio's tokenizer).
@@ -204,13 +201,10 @@ class AudioCollector:
         return self._decode(os.fspath(audio), self.limits)
 
     def _load_all(self, sources: Sequence[Any]) -> list[np.ndarray]:
-        """Decode every audio, several at once (each ffmpeg is a process of its own; starting one takes
-        about 0.1 s on a small machine). The first unusable one in conversation order is the error raised."""
-        if len(sources) <= 1:
-            return [self._load(source) for source in sources]
-        with ThreadPoolExecutor(max_workers=min(DECODE_THREADS, len(sources)), thread_name_prefix="decode") as pool:
-            futures = [pool.submit(self._load, source) for source in sources]
-            return [future.result() for future in futures]
+        """Decode every audio in conversation order; the first unusable one is the error raised. One after
+        the other: decoding runs in this process (model.audio), where threads would only wait for each
+        other (measured: four 60 s mp3s take 0.3 s one by one and 0.9 s in four threads on 2 cores)."""
+        return [self._load(source) for source in sources]
 
     def collect(self, sources: Sequence[Any]) -> list[CollectedAudio]:
         """Each source (a path or samples) decoded and cut into windows, in order."""

@@ -48,7 +48,7 @@ class AudioError(WorkerError):
 
 
 class AudioDecodeError(AudioError):
-    """The file is empty, not audio, or ffmpeg could not decode it."""
+    """The file is empty, not audio, or FFmpeg could not decode it."""
 
 
 class AudioTooLongError(AudioError):
@@ -85,6 +85,15 @@ class GenerationFailedError(WorkerError):
 
 class CheckpointLoadError(WorkerError):
     """The checkpoint could not be found, downloaded or loaded."""
+
+
+class NotDownloadedError(CheckpointLoadError):
+    """A hub checkpoint that is not downloaded, on a machine whose ``--device auto`` found no GPU: it is
+    not fetched by itself (see :func:`model.loading.check_tryout`); the app may serve the tiny one instead."""
+
+    def __init__(self, message: str, checkpoint: str) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 class WorkerBusyError(WorkerError):

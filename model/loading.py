@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointLoadError
+from .errors import CheckpointLoadError, NotDownloadedError
 from .families import CHECKPOINT_FILES, family_of_config
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,19 @@ TRYOUT = ("{checkpoint} is not downloaded yet and this machine has no GPU: it is
           "weights, gibberish answers); to download and run it on the CPU anyway, pass --device cpu.")
 
 
+#: What the default run says when it serves the tiny random checkpoint instead (web_demo_audio.py).
+TRYOUT_INSTEAD = ("{checkpoint} is not downloaded yet and this machine has no GPU (it is about 17 GB to download "
+                  "and needs about 32 GB of memory on the CPU): serving the tiny random checkpoint in {path} for a "
+                  "try-out instead (random weights: the answers are gibberish by design). To download and run the "
+                  "real model on the CPU, pass --device cpu; on a GPU machine it is the default.")
+
+
+def tryout_checkpoint() -> Path:
+    """Where the default run keeps the tiny random checkpoint it serves for a try-out (built on first use)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "qwen-audio-demo" / "tiny-random"
+
+
 def is_downloaded(checkpoint: str) -> bool:
     """Whether ``checkpoint`` is a local directory or a hub id whose files are in the local hub cache."""
     if os.path.isdir(os.path.expanduser(checkpoint)) or _looks_local(checkpoint):
@@ -154,7 +167,7 @@ def check_tryout(checkpoint: str, device: str, placement: Placement) -> None:
     """Refuse, in one sentence offering the tiny checkpoint, to start a 17 GB download by itself on a
     machine that found no GPU (``--device auto``); an explicit ``--device cpu`` downloads."""
     if device == "auto" and placement.device == "cpu" and not is_downloaded(checkpoint):
-        raise CheckpointLoadError(TRYOUT.format(checkpoint=checkpoint))
+        raise NotDownloadedError(TRYOUT.format(checkpoint=checkpoint), checkpoint)
 
 
 def locate_checkpoint(checkpoint: str) -> Path:

@@ -450,7 +450,7 @@ class ModelWorker:
 
     def decode_audio(self, path: str, limits: AudioLimits | None = None) -> Any:
         """``path`` decoded as the model uses it (16 kHz mono float32), through the content-keyed cache the
-        worker's own requests use: the page's checks, its clips and the reply share one ffmpeg run."""
+        worker's own requests use: the page's checks, its clips and the reply share one decode."""
         return self.family_adapter.collector.decode(path, limits or self.audio_limits)
 
     def generate(self, messages: Sequence[dict[str, Any]], params: GenerationParams | None = None) -> str:

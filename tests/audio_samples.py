@@ -1,4 +1,8 @@
-"""Audio the tests generate themselves: no binary fixtures, no downloads."""
+"""Audio the tests generate themselves: no binary fixtures, no downloads.
+
+Formats other than WAV are encoded by the ffmpeg binary: the system's, else imageio-ffmpeg's (a test
+requirement), so the tests need no system ffmpeg either.
+"""
 
 from __future__ import annotations
 
@@ -40,10 +44,21 @@ def read_wav16k(path: Path | str) -> np.ndarray:
     return (pcm.astype(np.float32) / 32768.0).astype(np.float32)
 
 
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary the tests encode with (model.audio's choice: the system's, else imageio-ffmpeg's)."""
+    from model.audio import ffmpeg_binary
+
+    binary = ffmpeg_binary()
+    assert binary, "no ffmpeg binary: install the test requirements (imageio-ffmpeg brings one)"
+    return binary
+
+
+def ffmpeg_cli(*args: str) -> None:
+    """Run the ffmpeg CLI quietly (``-y``; for inputs like lavfi sources)."""
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
 def ffmpeg_convert(src: Path | str, dst: Path | str, *args: str) -> Path:
     """Re-encode ``src`` into ``dst`` with the real ffmpeg (format from the extension, extra args verbatim)."""
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), *args, str(dst)],
-        check=True,
-    )
+    ffmpeg_cli("-i", str(src), *args, str(dst))
     return Path(dst)

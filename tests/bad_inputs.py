@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 import struct
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from audio_samples import ffmpeg_convert, tone, write_wav
+from audio_samples import ffmpeg_cli, ffmpeg_convert, tone, write_wav
 
 #: The demo the corpus runs against accepts files up to this size; "huge" is just over it.
 UPLOAD_LIMIT_MB = 2
@@ -69,7 +68,7 @@ class BadInput:
 
 
 def _ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+    ffmpeg_cli(*args)
 
 
 def _float_wav(path: Path, samples: np.ndarray, sr: int = 16000) -> Path:

@@ -134,14 +134,34 @@ def test_layers_stay_apart():
         assert "argparse" not in text or source.name == "config.py", source.name
 
 
-def test_on_a_machine_without_gpu_or_model_the_default_run_offers_the_tiny_checkpoint_and_downloads_nothing(tmp_path):
-    # A fresh hub cache and no network (every request would fail): the run says what it would download and
-    # how big it is, and how to try the tiny checkpoint, before anything is fetched.
-    env = {"HF_HOME": str(tmp_path / "hf"), "CUDA_VISIBLE_DEVICES": ""}
-    result = run(env=env, timeout=60)
+def test_on_a_machine_without_gpu_or_model_the_default_run_serves_the_tiny_checkpoint_and_downloads_nothing(tmp_path):
+    # A fresh hub cache and no network (every request would fail): the run says in one sentence what it
+    # would download and how big it is, then serves the tiny random checkpoint (built on first use)
+    # instead; nothing is fetched. A second run reuses the checkpoint it built.
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                        "CUDA_VISIBLE_DEVICES": ""}
+    tryout = tmp_path / "cache" / "qwen-audio-demo" / "tiny-random"
+    for attempt in range(2):
+        port = free_port()
+        log = tmp_path / f"demo{attempt}.log"
+        with demo_process(["--server-port", str(port)], port, log, env=env, timeout=90):
+            text = log.read_text()
+            assert ("Qwen/Qwen2-Audio-7B-Instruct is not downloaded yet and this machine has no GPU (it is about 17 GB "
+                    f"to download and needs about 32 GB of memory on the CPU): serving the tiny random checkpoint in {tryout}") in text
+            assert "pass --device cpu" in text
+            page = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).text
+            assert "RANDOM WEIGHTS" in page
+        assert (tryout / "config.json").is_file() and not tryout.with_name("tiny-random.partial").exists()
+        assert "fetching" not in text.lower()
+        assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir())
+
+
+def test_a_named_hub_checkpoint_not_downloaded_on_a_cpu_machine_is_not_fetched_and_offers_the_tiny_one(tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": ""}
+    result = run("-c", "Qwen/Qwen-Audio-Chat", env=env, timeout=60)
     assert result.returncode == 1
     line = one_line(result)
-    assert "Qwen/Qwen2-Audio-7B-Instruct is not downloaded yet and this machine has no GPU: it is about 17 GB" in line
+    assert "Qwen/Qwen-Audio-Chat is not downloaded yet and this machine has no GPU: it is about 17 GB" in line
     assert "python -m model.tiny checkpoints/tiny-random" in line and "pass --device cpu" in line
-    assert "fetching" not in result.stdout + result.stderr  # the download was never started
     assert not (tmp_path / "hf" / "hub").exists() or not any((tmp_path / "hf" / "hub").iterdir())
+    assert not (tmp_path / "cache" / "qwen-audio-demo").exists()

@@ -1,13 +1,16 @@
-"""model.audio: decoding any user audio to 16 kHz mono float32, refusing bad input clearly, and windowing.
+"""model.audio: decoding any user audio to 16 kHz mono float32 and refusing bad input clearly.
 
-Every input is generated in tmp_path with numpy, ``wave`` or the ffmpeg CLI: no binary fixtures.
+Every test runs with both decoders: in-process (PyAV, the default) and the ffmpeg binary. Every input
+is generated in tmp_path with numpy, ``wave`` or the ffmpeg CLI: no binary fixtures. The windowing is
+tested in test_audio_windows.py, what is particular to each decoder in test_audio_decoders.py.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import struct
-import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +19,19 @@ import pytest
 from model import audio
 from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, split_windows
 from model.errors import AudioDecodeError, AudioError, AudioTooLargeError, AudioTooLongError
-from audio_samples import ffmpeg_convert, read_wav16k, tone, write_wav  # tests/ is on sys.path (conftest)
+from audio_samples import ffmpeg_cli, ffmpeg_convert, read_wav16k, tone, write_wav  # tests/ is on sys.path (conftest)
 
 SR = SAMPLE_RATE
 
 
+@pytest.fixture(autouse=True, params=["pyav", "ffmpeg"])
+def decoder(request, monkeypatch) -> str:
+    """Each test once per decoder: this module's ``decode_audio`` is model.audio's with ``decoder=`` set."""
+    monkeypatch.setattr(sys.modules[__name__], "decode_audio", functools.partial(audio.decode_audio, decoder=request.param))
+    return request.param
+
+
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def ffmpeg_cli(*args: str) -> None:
-    """Run the ffmpeg CLI quietly (for inputs ffmpeg_convert cannot express, like lavfi sources)."""
-    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
 def write_float_wav(path: Path, samples: np.ndarray, sr: int = SR) -> Path:
@@ -325,28 +330,6 @@ def test_file_at_the_size_limit_is_accepted(tmp_path):
         decode_audio(path, AudioLimits(max_bytes=size - 1))
 
 
-def test_missing_ffmpeg_binary(tmp_path, monkeypatch):
-    path = write_wav(tmp_path / "fine.wav", tone(0.5))
-    monkeypatch.setattr(audio, "_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
-    with pytest.raises(AudioDecodeError) as info:
-        decode_audio(path)
-    assert_clear_error(info.value, path, "ffmpeg is not available")
-
-
-def test_other_ffmpeg_failures_quote_one_short_line():
-    source = "file:/srv/uploads/secret dir/x.wav"
-    stderr = (
-        "[matroska,webm @ 0x55d0c0ffee00] Something odd happened\n"
-        f"[aist#0:0 @ 0x1] Decoder failed for {source}: " + "very long explanation " * 30 + "\n"
-        "Conversion failed!\n"
-    )
-    reason = audio._reason_from_stderr(stderr, source)
-    assert reason.startswith("could not be decoded by ffmpeg: Decoder failed for the file: very long explanation")
-    assert reason.endswith("…")
-    assert len(reason) < 200
-    assert "/srv/uploads" not in reason and "Conversion failed" not in reason and "0x" not in reason
-
-
 # ---------------------------------------------------------------------------------------- file names
 
 AWKWARD_NAMES = [
@@ -386,68 +369,6 @@ def test_playlist_pointing_at_the_network_is_refused(tmp_path):
     assert_clear_error(info.value, path, "is not an audio file ffmpeg can read")
 
 
-# ---------------------------------------------------------------------------------------- windows
-
-
-def test_split_75_seconds():
-    x = np.random.default_rng(0).uniform(-1, 1, 75 * SR).astype(np.float32)
-    windows = split_windows(x)
-    assert [len(w) for w in windows] == [480000, 480000, 240000]
-    assert all(w.dtype == np.float32 and w.flags.c_contiguous for w in windows)
-    assert np.array_equal(np.concatenate(windows)[: len(x)], x)
-
-
-def test_split_exactly_60_seconds():
-    x = np.ones(60 * SR, dtype=np.float32)
-    assert [len(w) for w in split_windows(x)] == [480000, 480000]
-
-
-def test_split_60_2_seconds_pads_the_last_window():
-    x = np.random.default_rng(1).uniform(-1, 1, int(60.2 * SR)).astype(np.float32)
-    windows = split_windows(x)
-    assert [len(w) for w in windows] == [480000, 480000, 8000]
-    assert np.array_equal(windows[2][:3200], x[960000:])
-    assert not windows[2][3200:].any()
-    assert np.array_equal(np.concatenate(windows)[: len(x)], x)
-
-
-def test_split_short_and_edge_lengths():
-    assert [len(w) for w in split_windows(np.ones(1, np.float32))] == [8000]
-    assert [len(w) for w in split_windows(np.ones(7999, np.float32))] == [8000]
-    assert [len(w) for w in split_windows(np.ones(8000, np.float32))] == [8000]
-    assert [len(w) for w in split_windows(np.ones(8001, np.float32))] == [8001]
-    assert [len(w) for w in split_windows(np.ones(480001, np.float32))] == [480000, 8000]
-    assert split_windows(np.zeros(0, np.float32)) == []
-
-
-def test_split_custom_limits():
-    limits = AudioLimits(window_seconds=1.0, min_seconds=0.25)
-    x = np.arange(int(2.1 * SR), dtype=np.float32)
-    assert [len(w) for w in split_windows(x, limits)] == [16000, 16000, 4000]
-
-
-def test_split_returns_copies_not_views():
-    x = np.ones(40 * SR, dtype=np.float32)
-    windows = split_windows(x)
-    windows[0][:] = 0.0
-    assert x.min() == 1.0
-
-
-def test_split_rejects_multichannel():
-    with pytest.raises(ValueError, match="1-D"):
-        split_windows(np.zeros((100, 2), np.float32))
-
-
-def test_limits_validation():
-    assert AudioLimits() == AudioLimits(300.0, 200 * 1024 * 1024, 30.0, 0.5)
-    with pytest.raises(ValueError):
-        AudioLimits(min_seconds=31.0)
-    with pytest.raises(ValueError):
-        AudioLimits(max_seconds=0)
-    with pytest.raises(ValueError):
-        AudioLimits(max_bytes=-1)
-
-
 # ---------------------------------------------------------------------------------------- module hygiene
 
 
@@ -475,16 +396,9 @@ def test_debug_log_names_path_and_duration(tmp_path, caplog):
     assert all(len(m) < 500 for m in messages)
 
 
-def test_too_long_reason_falls_back_when_ffprobe_is_missing(tmp_path, monkeypatch):
+def test_too_long_reason_without_the_containers_length(tmp_path, monkeypatch):
     path = write_wav(tmp_path / "three.wav", tone(3.0))
-    monkeypatch.setattr(audio, "_FFPROBE", str(tmp_path / "no-ffprobe"))
+    monkeypatch.setattr(audio, "_container_duration", lambda source: None)
     with pytest.raises(AudioTooLongError) as info:
         decode_audio(path, AudioLimits(max_seconds=1.0))
     assert_clear_error(info.value, path, "the audio is longer than the limit of 1 s")
-
-
-def test_window_count_is_the_number_of_windows_split_windows_cuts():
-    from model.audio import window_count
-
-    for n in (0, 1, 1599, 16000, 480000 - 1, 480000, 480001, 960000, 75 * 16000):
-        assert window_count(n) == len(split_windows(np.zeros(n, dtype=np.float32))), n

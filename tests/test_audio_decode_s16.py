@@ -7,16 +7,17 @@ s16 mode must reproduce them while keeping every safety measure (and error) of t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
-import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from audio_samples import tone, write_wav  # tests/ is on sys.path (conftest)
+from audio_samples import ffmpeg_cli, ffmpeg_exe, tone, write_wav  # tests/ is on sys.path (conftest)
 from model import audio
 from model.audio import SAMPLE_RATE, AudioLimits, decode_audio
 from model.caches import LruCache, cached_decoder
@@ -24,6 +25,13 @@ from model.errors import AudioDecodeError, AudioError, AudioTooLargeError, Audio
 from qwen_audio_fixture import FIXTURE, cases
 
 SR = SAMPLE_RATE
+
+
+@pytest.fixture(autouse=True, params=["pyav", "ffmpeg"])
+def decoder(request, monkeypatch) -> str:
+    """Each test once per decoder: this module's ``decode_audio`` is model.audio's with ``decoder=`` set."""
+    monkeypatch.setattr(sys.modules[__name__], "decode_audio", functools.partial(audio.decode_audio, decoder=request.param))
+    return request.param
 
 
 def expected_pcm() -> dict[str, dict]:
@@ -119,11 +127,11 @@ def test_s16_command_keeps_every_safety_option(tmp_path, monkeypatch):
     """Run the real ffmpeg through a logging wrapper and read the arguments it was given."""
     log = tmp_path / "argv.txt"
     wrapper = tmp_path / "ffmpeg-logging"
-    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{log}"\nexec ffmpeg "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{log}"\nexec "{ffmpeg_exe()}" "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setattr(audio, "_FFMPEG", str(wrapper))
     src = FIXTURE / "audio/tone_1s37.wav"
-    x = decode_audio(src, AudioLimits(max_seconds=20.0), pcm="s16")
+    x = audio.decode_audio(src, AudioLimits(max_seconds=20.0), pcm="s16", decoder="ffmpeg")
     assert sha256_of(as_int16(x)) == EXPECTED["audio/tone_1s37.wav"]["pcm_s16le_sha256"]
     argv = log.read_text().splitlines()
 
@@ -178,11 +186,7 @@ def make_too_large(tmp_path: Path) -> tuple[Path, AudioLimits]:
 
 def make_no_audio_stream(tmp_path: Path) -> tuple[Path, AudioLimits]:
     path = tmp_path / "silent film.mp4"
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-         "color=c=blue:s=32x32:d=0.5", "-c:v", "mpeg4", str(path)],
-        check=True,
-    )
+    ffmpeg_cli("-f", "lavfi", "-i", "color=c=blue:s=32x32:d=0.5", "-c:v", "mpeg4", str(path))
     return path, AudioLimits()
 
 

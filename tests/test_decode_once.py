@@ -1,9 +1,7 @@
 """Decode once: the page's check of an upload, its echo, the model's request and the clips cut from it share
-one content-keyed cache (the backend's), so a file costs one ffmpeg run while it is cached."""
+one content-keyed cache (the backend's), so a file is decoded once while it is cached."""
 
 from __future__ import annotations
-
-import subprocess
 
 import pytest
 
@@ -11,27 +9,28 @@ from app.config import DemoConfig
 from app.handlers import ChatHandlers
 from app.history import audio_paths
 from audio_samples import tone, write_wav
+from model import audio
 from test_app_handlers import SETTINGS, FakeRequest
 
 
 @pytest.fixture
-def ffmpeg_runs(monkeypatch) -> list[list[str]]:
-    """Every ffmpeg process started from now on (its argument list)."""
-    runs: list[list[str]] = []
-    real = subprocess.Popen
+def decodes(monkeypatch) -> list[str]:
+    """Every file decoded from now on (by either decoder: in-process or the binary)."""
+    files: list[str] = []
+    for name in ("_decode_in_process", "_decode_with_binary"):
+        real = getattr(audio, name)
 
-    def counting(args, *rest, **kwargs):
-        if isinstance(args, (list, tuple)) and args and str(args[0]).endswith("ffmpeg"):
-            runs.append([str(a) for a in args])
-        return real(args, *rest, **kwargs)
+        def counting(path, *rest, _real=real, **kwargs):
+            files.append(path)
+            return _real(path, *rest, **kwargs)
 
-    monkeypatch.setattr(subprocess, "Popen", counting)
-    return runs
+        monkeypatch.setattr(audio, name, counting)
+    return files
 
 
 @pytest.mark.parametrize("family", ["qwen2-audio", "qwen-audio-chat"])
-def test_one_ffmpeg_run_per_distinct_upload_over_a_three_turn_conversation(family, make_worker, tmp_path,
-                                                                           ffmpeg_runs, request):
+def test_one_decode_per_distinct_upload_over_a_three_turn_conversation(family, make_worker, tmp_path, decodes,
+                                                                      request):
     checkpoint = None if family == "qwen2-audio" else request.getfixturevalue("tiny_qwen_audio_checkpoint")
     worker = make_worker(checkpoint=checkpoint)
     handlers = ChatHandlers(worker, DemoConfig(), clips_dir=tmp_path / "clips")
@@ -45,5 +44,4 @@ def test_one_ffmpeg_run_per_distinct_upload_over_a_three_turn_conversation(famil
         *_, (history, _) = list(handlers.answer(history, *SETTINGS, "transcribe", "", False, FakeRequest()))
         assert history[-1]["role"] == "assistant"
     assert len(audio_paths(history)) == 3
-    decoded = [run for run in ffmpeg_runs if "pipe:" in run]
-    assert len(decoded) == 2, decoded  # question.wav once (sent twice, re-sent in every turn), other.wav once
+    assert len(decodes) == 2, decodes  # question.wav once (sent twice, re-sent in every turn), other.wav once

@@ -185,10 +185,9 @@ def test_unknown_models_and_unsupported_fields_say_which(server):
 
 
 def test_mislabelled_audio_is_decoded_by_its_content(client, worker, audio_dir, tmp_path):
-    import subprocess
+    from audio_samples import ffmpeg_convert
 
-    mp3 = tmp_path / "tone.mp3"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(audio_dir / "tone_a.wav"), str(mp3)], check=True)
+    mp3 = ffmpeg_convert(audio_dir / "tone_a.wav", tmp_path / "tone.mp3")
     part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(mp3.read_bytes()).decode(), "format": "wav"}}
     labelled_wav = client.chat.completions.create(model="qwen2-audio-tiny", temperature=0, max_tokens=8, messages=[
         {"role": "user", "content": [part, {"type": "text", "text": "What is it?"}]}])
