@@ -132,5 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``qwen-audio-demo`` command an install of the package provides (the same as running this file)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -8,6 +8,8 @@ Chromium per test module); ``new_chat(url, **context_options)`` opens the page i
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from app_fixtures import SCREENSHOTS, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
+#: Debian's Chromium (`make test` installs it), or the browser $CHROMIUM names (e.g. a Chrome elsewhere).
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
 #: True when the page is ready for a question: the input is editable and Stop is off.
