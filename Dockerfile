@@ -7,10 +7,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# ffmpeg decodes every audio format browsers record (webm/opus, m4a, ogg, mp3...).
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ffmpeg \
-    && rm -rf /var/lib/apt/lists/*
+# No system packages: audio is decoded in-process by PyAV, whose wheels bundle FFmpeg's libraries.
 
 # Run as an ordinary user with uid 1000 (what Hugging Face Docker Spaces expect).
 RUN useradd --create-home --uid 1000 user \

@@ -1,5 +1,5 @@
-"""The Space front matter, packages.txt, requirements and the Dockerfile agree with each other and
-with the versions this test suite runs on (no Docker engine runs here, so the Dockerfile's
+"""The Space front matter, requirements, pyproject.toml, the Makefile and the Dockerfile agree with each
+other and with the versions this test suite runs on (no Docker engine runs here, so the Dockerfile's
 invariants are checked as text)."""
 
 from __future__ import annotations
@@ -60,10 +60,26 @@ def test_space_front_matter_matches_the_tested_stack():
     assert 0 < len(meta["short_description"]) <= 60
 
 
-def test_packages_txt_lists_ffmpeg_like_the_dockerfile():
-    packages = (ROOT / "packages.txt").read_text().split()
-    assert "ffmpeg" in packages
-    assert re.search(r"apt-get install[^\n]*\bffmpeg\b", (ROOT / "Dockerfile").read_text())
+def test_no_system_package_is_needed_to_run_the_demo():
+    # Audio is decoded in-process (PyAV): the Space needs no packages.txt, the image no apt-get ffmpeg.
+    assert not (ROOT / "packages.txt").exists()
+    assert "apt-get" not in (ROOT / "Dockerfile").read_text()
+    assert "av" in requirements("requirements.txt")
+    makefile = (ROOT / "Makefile").read_text()
+    run_recipe = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "apt-get" not in run_recipe and "ffmpeg" not in makefile.replace("no system ffmpeg", "")
+
+
+def test_the_readme_shows_the_two_commands_first_and_ci_runs_them():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    commands = [line.split("#", 1)[0].strip() for line in first_block.splitlines() if line.split("#", 1)[0].strip()]
+    assert commands == ["make run", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M) and 'make run ARGS="--server-port' in ci
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: .*\n\t\$\(BIN\)/python -m pytest", makefile, re.M)
+    assert re.search(r"^run: .*\n\t\$\(BIN\)/python web_demo_audio.py", makefile, re.M)
 
 
 #: The module each requirement is imported as; accelerate is used through transformers (device_map="auto").
@@ -94,9 +110,26 @@ def test_requirements_have_tested_lower_bounds_and_no_upper_pins():
     for broken in ("5.10.0", "5.10.1", "5.10.2", "5.10.3"):
         assert not transformers.specifier.contains(broken), f"transformers {broken} ties this model's embeddings wrongly"
     assert lower_bound(reqs["gradio"]) <= Version(front_matter()["sdk_version"])
-    test_reqs = requirements("requirements-test.txt")
-    assert {"pytest", "playwright"} <= set(test_reqs)
+    test_reqs = {Requirement(r).name.lower(): Requirement(r) for r in pyproject()["project"]["optional-dependencies"]["test"]}
+    assert {"pytest", "playwright", "imageio-ffmpeg"} <= set(test_reqs)
     assert not set(test_reqs) & set(reqs), "test-only packages stay out of requirements.txt"
+    for name, req in test_reqs.items():
+        assert req.specifier.contains(installed(name), prereleases=True), f"{name} {installed(name)} is excluded by {req}"
+
+
+def pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_pyproject_reads_requirements_txt_and_names_the_entry_point():
+    meta = pyproject()
+    assert meta["project"]["dynamic"] == ["dependencies"]
+    assert meta["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
+    assert meta["project"]["scripts"]["qwen-audio-demo"] == "web_demo_audio:cli"
+    assert meta["tool"]["pytest"]["ini_options"]["testpaths"] == ["tests"]
+    assert not (ROOT / "pytest.ini").exists() and not (ROOT / "requirements-test.txt").exists()
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -139,7 +172,7 @@ def test_dockerignore_keeps_weights_and_junk_out():
         assert pattern in ignored
 
 
-@pytest.mark.parametrize("path", ["README.md", "Dockerfile", "packages.txt", "requirements.txt", "requirements-test.txt", ".ci/run"])
+@pytest.mark.parametrize("path", ["README.md", "Dockerfile", "requirements.txt", "pyproject.toml", "Makefile", ".ci/run"])
 def test_shipping_files_exist(path):
     assert (ROOT / path).is_file()
 
