@@ -52,19 +52,31 @@ def formats(tmp_path_factory) -> dict[str, Path]:
 LOSSLESS = {"mono16k.wav", "tone.flac"}
 
 
+#: AAC in MP4 ends with encoder padding (up to one 1024-sample frame); newer ffmpeg binaries (9.x) cut it
+#: at the length the container declares, FFmpeg's libraries as PyAV drives them (and ffmpeg 5.x) keep it
+#: (at most 5 ms of near-silence at the end).
+PADDED = {"tone.m4a", "capture.mp4"}
+ONE_AAC_FRAME_AT_16K = 1024 * SR // 44100 + 1
+
+
 @pytest.mark.parametrize("pcm", ["f32", "s16"])
 def test_both_decoders_give_the_same_samples(formats, pcm):
     """Bit for bit from lossless 16 kHz input; within two 16-bit steps elsewhere (the binary's FFmpeg
     release may differ from the one in PyAV's wheel, and their decoders and resampler round a little
-    differently); the same length always."""
+    differently); the same length, but for the AAC padding a newer binary cuts."""
     for name, path in formats.items():
         in_process = decode_audio(path, pcm=pcm, decoder="pyav")
         binary = decode_audio(path, pcm=pcm, decoder="ffmpeg")
-        assert len(in_process) == len(binary), name
+        if name in PADDED:
+            assert 0 <= len(in_process) - len(binary) <= ONE_AAC_FRAME_AT_16K, (name, len(in_process), len(binary))
+        else:
+            assert len(in_process) == len(binary), name
+        # Where the binary cut the padding before resampling, the resampler's last few outputs differ too.
+        common = min(len(in_process), len(binary)) - (64 if len(in_process) != len(binary) else 0)
         if name in LOSSLESS:
             assert np.array_equal(in_process, binary), name
         else:
-            assert np.abs(in_process - binary).max() <= 2 * ONE_LSB, name
+            assert np.abs(in_process[:common] - binary[:common]).max() <= 2 * ONE_LSB, name
 
 
 def test_the_default_starts_no_process(formats, monkeypatch):
