@@ -42,6 +42,8 @@ def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a 
         speedups=Speedups(attention=config.attn_implementation, kv_cache=config.kv_cache),
         quantization=config.quantization,
         threads=config.threads,
+        adapter=config.adapter,
+        merge_adapter=config.merge_adapter,
     )
 
 
