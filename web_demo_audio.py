@@ -45,13 +45,15 @@ def load_backend(config):  # noqa: ANN001, ANN201 - app.config.DemoConfig in, a 
             speedups=Speedups(attention=config.attn_implementation, kv_cache=config.kv_cache),
             quantization=config.quantization,
             threads=config.threads,
+            adapter=config.adapter,
+            merge_adapter=config.merge_adapter,
         )
 
     try:
         return load(config.checkpoint_path)
     except NotDownloadedError:
-        if config.checkpoint_path != DEFAULT_CHECKPOINT:
-            raise  # a checkpoint the user named: the sentence says how to get it or try the tiny one
+        if config.checkpoint_path != DEFAULT_CHECKPOINT or config.adapter:
+            raise  # a checkpoint the user named (or an adapter for it): the sentence says how to get it
     # The default run on a machine with no GPU and no model: the try-out, said in one sentence.
     path = tryout_checkpoint()
     logger.warning(TRYOUT_INSTEAD.format(checkpoint=config.checkpoint_path, path=path))

@@ -100,6 +100,11 @@ class DemoConfig:
     quantization: str = _field("none", "Language model weights in 8bit or 4bit (nf4) through bitsandbytes, for "
                                "8-16 GB GPUs; the audio encoder, projector and lm_head stay in dtype",
                                choices=QUANTIZATION_CHOICES)
+    adapter: str = _field(
+        "", "A PEFT LoRA adapter (directory or hub id) applied on top of the checkpoint (empty = none); adapters "
+        "saved under transformers 4.x load too")
+    merge_adapter: bool = _field(False, "Merge the adapter into the weights (faster replies; refused with "
+                                 "--quantization 4bit, where rounding would lose it)")
     backend: str = _field(
         "local", "local: load the model in this process; openai: drive an OpenAI-compatible server (vLLM, another demo)",
         choices=BACKENDS,
@@ -185,6 +190,9 @@ class DemoConfig:
                                "at most max_new_tokens_limit"),
             "api_base": (self.backend != "openai" or self.api_base.startswith(("http://", "https://")),
                          "an http(s) URL when backend is openai"),
+            "merge_adapter": (not self.merge_adapter or bool(self.adapter), "false when no adapter is given"),
+            "adapter": (not self.adapter or self.backend == "local",
+                        "empty with backend openai (the server applies its own adapters)"),
             "cache_audio_mb": (self.cache_audio_mb >= 0, "0 or more"),
             "cache_features_mb": (self.cache_features_mb >= 0, "0 or more"),
             "prefix_cache_tokens": (self.prefix_cache_tokens >= 0, "0 or more"),

@@ -8,10 +8,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointLoadError, NotDownloadedError
 from .families import CHECKPOINT_FILES, family_of_config
+
+if TYPE_CHECKING:
+    from .adapters import AdapterSource
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +216,11 @@ def checkpoint_family(path: Path) -> str:
     return family
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, allow_patterns: list[str] | None = None, what: str = "checkpoint", flag: str = "-c",
+              size: str = "the 7B checkpoints are about 17 GB") -> Path:
+    """Download (or find in the hub cache) the files of ``repo_id`` that match ``allow_patterns`` (a
+    checkpoint's by default); every hub failure becomes one sentence, offering a local ``what`` directory
+    given with ``flag`` instead."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -223,9 +230,9 @@ def _download(repo_id: str) -> Path:
         RevisionNotFoundError,
     )
 
-    logger.info("fetching %s from the Hugging Face hub (the 7B checkpoints are about 17 GB; cached afterwards)", repo_id)
+    logger.info("fetching %s from the Hugging Face hub (%s; cached afterwards)", repo_id, size)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns or CHECKPOINT_FILES))
     except GatedRepoError:
         raise CheckpointLoadError(
             f"{repo_id} is gated: accept its terms on huggingface.co and log in with `hf auth login`."
@@ -243,27 +250,38 @@ def _download(repo_id: str) -> Path:
         reason = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub cannot be reached"
         raise CheckpointLoadError(
             f"Cannot load {repo_id}: {reason} and no copy is in the local cache; "
-            "connect once to download it, or pass a local checkpoint directory with -c."
+            f"connect once to download it, or pass a local {what} directory with {flag}."
         ) from None
     except OSError as exc:
         raise CheckpointLoadError(f"Cannot download {repo_id}: {exc.strerror or exc}.") from None
 
 
-def load_model_and_processor(path: Path, placement: Placement, attention: str = "auto"):
+def load_model_and_processor(path: Path, placement: Placement, attention: str = "auto", *,
+                             adapter: "AdapterSource | str | None" = None, merge_adapter: bool = False,
+                             checkpoint: str = ""):
     """Load the model and processor of the checkpoint at ``path`` (either family) onto ``placement``.
 
     Qwen2-Audio: ``Qwen2AudioForConditionalGeneration`` and its ``AutoProcessor``. Qwen-Audio:
     :class:`model.families.qwen_audio.modeling.QwenAudioForCausalLM` and its processor. ``attention``
-    names the attention kernel (``auto`` leaves transformers' default). Raises CheckpointLoadError
-    with one sentence.
+    names the attention kernel (``auto`` leaves transformers' default). ``adapter`` (a directory, a hub
+    id, or what :func:`model.adapters.locate_adapter` found) is a LoRA adapter applied on top, merged into
+    the weights with ``merge_adapter``; what was applied is recorded as ``model.loaded_adapter`` (a
+    :class:`model.adapters.LoadedAdapter`, None without one). ``checkpoint`` is the name messages use
+    (default: ``path``). Raises CheckpointLoadError with one sentence.
     """
     import torch
 
     from . import families
+    from .adapters import apply_adapter, check_merge, locate_adapter
 
     from .quantization import bnb_config
 
     family = checkpoint_family(path)
+    checkpoint = checkpoint or str(path)
+    if isinstance(adapter, (str, os.PathLike)) and str(adapter):
+        adapter = locate_adapter(str(adapter))
+    if adapter:
+        check_merge(merge_adapter, placement.quantization)  # before minutes of loading
     started = time.perf_counter()
     try:
         logger.info("%s", quantization_plan(path, family, placement))
@@ -291,6 +309,13 @@ def load_model_and_processor(path: Path, placement: Placement, attention: str = 
     if placement.device_map is None:
         try:
             model.to(placement.device)
+        except torch.OutOfMemoryError as exc:
+            raise fail(exc) from None
+    model.loaded_adapter = None
+    if adapter:
+        try:
+            model.loaded_adapter = apply_adapter(model, adapter, family, checkpoint=checkpoint, merge=merge_adapter,
+                                                 quantization=placement.quantization)
         except torch.OutOfMemoryError as exc:
             raise fail(exc) from None
     model.eval()

@@ -14,9 +14,12 @@ the setting that fits. bitsandbytes runs on CPU too, so all of this is tested wi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 QUANTIZATION_CHOICES = ("none", "8bit", "4bit")
 BITS = {"none": None, "8bit": 8, "4bit": 4}
@@ -34,6 +37,30 @@ def check_choice(mode: str) -> str:
     return mode
 
 
+#: What bitsandbytes (0.49+) logs as a warning when it is imported on a CPU with AVX512-BF16 and the optional
+#: ``kernels`` package is missing (peft imports bitsandbytes too). That package would fetch a faster 4-bit
+#: CPU matmul from the Hugging Face hub; without it bitsandbytes uses the kernel it ships, with the same
+#: results, so the line is noise for a user of this demo and goes to this module's debug log instead.
+KERNELS_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+_BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+
+
+class _KernelsNoticeToDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith(KERNELS_NOTICE):
+            logger.debug("bitsandbytes: %s", record.getMessage())
+            return False
+        return True
+
+
+def quiet_bitsandbytes_notice() -> None:
+    """Keep bitsandbytes' "kernels-community" notice off the console; call before bitsandbytes (or peft,
+    which imports it) is first imported. Every other bitsandbytes message stays as it is."""
+    bnb_logger = logging.getLogger(_BNB_CPU_LOGGER)
+    if not any(isinstance(f, _KernelsNoticeToDebug) for f in bnb_logger.filters):
+        bnb_logger.addFilter(_KernelsNoticeToDebug())
+
+
 def is_kept(name: str, keep: Sequence[str]) -> bool:
     """Whether module ``name`` lies under one of the full paths in ``keep``."""
     return any(name == k or name.startswith(k + ".") for k in keep)
@@ -46,6 +73,7 @@ def bnb_config(mode: str, keep: Sequence[str], dtype: str) -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
+    quiet_bitsandbytes_notice()
     try:
         import bitsandbytes  # noqa: F401 - transformers uses it; a missing install is said here in one sentence
     except ImportError:

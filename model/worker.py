@@ -21,10 +21,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .adapters import LoadedAdapter, check_merge, locate_adapter
 from .audio import AudioLimits, decode_audio
 from .caches import CacheSizes, FileDigests, LruCache, cached_decoder
 from .conversation import AudioCollector, PreparedPrompt
 from .errors import (
+    CheckpointLoadError,
     ContextTooLongError,
     GenerationFailedError,
     GenerationOutOfMemoryError,
@@ -109,13 +111,16 @@ class WorkerInfo:
     quantization: str = "none"  # "8bit" / "4bit": the language model's linear layers (model.quantization)
     #: The sampling defaults the checkpoint's generation_config sets (the lowest layer of the app's defaults).
     generation_defaults: GenerationParams = field(default_factory=GenerationParams)
+    adapter: str = ""  # the LoRA adapter applied on top (its short name), "" for none
+    adapter_merged: bool = False  # True when it was merged into the weights (--merge-adapter)
 
     @property
     def label(self) -> str:
         name = self.checkpoint.rstrip("/").split("/")[-1] if "/" in self.checkpoint else self.checkpoint
         suffix = " — RANDOM WEIGHTS, answers are gibberish" if self.random_weights else ""
         weights = self.dtype if self.quantization == "none" else f"{self.quantization} ({self.dtype} elsewhere)"
-        return f"{name} ({self.model_family} {self.family}) on {self.device.upper()} in {weights}{suffix}"
+        lora = f" + LoRA {self.adapter}{' (merged)' if self.adapter_merged else ''}" if self.adapter else ""
+        return f"{name} ({self.model_family} {self.family}){lora} on {self.device.upper()} in {weights}{suffix}"
 
 
 class _Request:
@@ -298,7 +303,9 @@ class ModelWorker:
         gpu_duration: int = 120,
         cache: CacheSizes | None = None,
         speedups: Speedups | None = None,
+        adapter: LoadedAdapter | None = None,
     ):
+        """``adapter``: the LoRA adapter the model carries (default: what the loader recorded on it)."""
         self.model = model
         self.speedups = speedups or Speedups()
         self.processor = processor
@@ -334,6 +341,7 @@ class ModelWorker:
         # Everything that depends on the checkpoint's family: prompt format, inputs, detokenizing.
         self.family_adapter = make_family(model, processor, make_collector=make_collector,
                                           feature_cache=self.feature_cache)
+        adapter = adapter or getattr(model, "loaded_adapter", None)
         self.info = WorkerInfo(
             checkpoint=checkpoint,
             family=self.family_adapter.kind,
@@ -345,6 +353,8 @@ class ModelWorker:
             parameters=sum(p.numel() for p in model.parameters()),
             model_family=self.family_adapter.name,
             generation_defaults=GenerationParams.from_generation_config(model.generation_config),
+            adapter=adapter.name if adapter else "",
+            adapter_merged=bool(adapter and adapter.merged),
         )
         self._cv = threading.Condition()
         self._waiting: deque[_Request] = deque()
@@ -369,23 +379,35 @@ class ModelWorker:
         speedups: Speedups | None = None,
         quantization: str = "none",
         threads: int = 0,
+        adapter: str = "",
+        merge_adapter: bool = False,
     ) -> "ModelWorker":
         """Load ``checkpoint`` (hub id or local directory) and return the process-wide worker for it.
 
-        A second call with the same arguments returns the same worker. Raises CheckpointLoadError
-        with one sentence when the checkpoint cannot be found, downloaded or loaded.
+        ``adapter`` (a directory or hub id, "" for none) is a PEFT LoRA adapter applied on top, folded into
+        the weights with ``merge_adapter`` (see :mod:`model.adapters`). A second call with the same
+        arguments returns the same worker. Raises CheckpointLoadError with one sentence when the
+        checkpoint or the adapter cannot be found, downloaded or loaded.
         """
         speedups = speedups or Speedups()
         key = (checkpoint, device, dtype, audio_limits or AudioLimits(), max_queue, gpu_duration,
-               cache or CacheSizes(), speedups, quantization, threads)
+               cache or CacheSizes(), speedups, quantization, threads, adapter, merge_adapter)
         with cls._instances_lock:
             worker = cls._instances.get(key)
             if worker is None:
                 placement = resolve_placement(device, dtype, quantization)
+                if not adapter and merge_adapter:
+                    raise CheckpointLoadError("--merge-adapter needs an adapter to merge: pass one with --adapter.")
                 check_tryout(checkpoint, device, placement)
                 set_threads(threads)
                 path = locate_checkpoint(checkpoint)
-                model, processor = load_model_and_processor(path, placement, attention=speedups.attention)
+                # The adapter is found and checked before the minutes the base model takes to load.
+                source = locate_adapter(adapter) if adapter else None
+                if source is not None:
+                    check_merge(merge_adapter, quantization)
+                model, processor = load_model_and_processor(path, placement, attention=speedups.attention,
+                                                            adapter=source, merge_adapter=merge_adapter,
+                                                            checkpoint=checkpoint)
                 worker = cls(
                     model,
                     processor,

@@ -161,17 +161,22 @@ def _task_args(item: dict[str, Any]) -> tuple[str, str | None, str]:
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
 
 
-def checkpoint_ships_chat_template(path: Path) -> bool:
-    """True when the checkpoint directory carries a chat template (in any of the layouts transformers reads)."""
+def _config_has_template(file: Path) -> bool:
     import json
 
-    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
-        return True
-    for name in ("processor_config.json", "tokenizer_config.json"):
-        file = path / name
-        if file.is_file() and json.loads(file.read_text(encoding="utf-8")).get("chat_template"):
-            return True
-    return False
+    return file.is_file() and bool(json.loads(file.read_text(encoding="utf-8")).get("chat_template"))
+
+
+def processor_ships_chat_template(path: Path) -> bool:
+    """True when the checkpoint carries a chat template of the processor's own (``chat_template.jinja``,
+    ``chat_template.json`` or in ``processor_config.json``), the one ``AutoProcessor`` reads."""
+    return ((path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file()
+            or _config_has_template(path / "processor_config.json"))
+
+
+def checkpoint_ships_chat_template(path: Path) -> bool:
+    """True when the checkpoint directory carries a chat template (in any of the layouts transformers reads)."""
+    return processor_ships_chat_template(path) or _config_has_template(path / "tokenizer_config.json")
 
 
 def load(path: Path, dtype: Any, device_map: Any, attention: str, fail: Callable[[Exception], Exception],
@@ -193,6 +198,10 @@ def load(path: Path, dtype: Any, device_map: Any, attention: str, fail: Callable
         # Qwen2AudioProcessor falls back to a built-in chat template; a base checkpoint has none and
         # must be prompted in its pre-training format instead.
         processor.chat_template = None
+    elif not processor_ships_chat_template(path) and isinstance(getattr(processor.tokenizer, "chat_template", None), str):
+        # The template is only in tokenizer_config.json (as some fine-tunes are saved): AutoProcessor would
+        # ignore it for Qwen2AudioProcessor's built-in one, so a fine-tune's own template would be lost.
+        processor.chat_template = processor.tokenizer.chat_template
     logger.debug("read %s in %.1f s", path, time.perf_counter() - started)
     return model, processor
 
