@@ -15,6 +15,7 @@ the setting that fits. bitsandbytes runs on CPU too, so all of this is tested wi
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,17 @@ def weight_bytes(model: Any, mode: str, keep: Sequence[str], dtype: str) -> Weig
     total += sum(b.numel() * (per if b.is_floating_point() and b.dtype != torch.float32 else b.element_size())
                  for b in model.buffers())
     return WeightBytes(parameters=parameters, quantized=quantized, total=total)
+
+
+def parameter_count(model: Any) -> int:
+    """How many parameters ``model`` has, counting a 4-bit layer's weights as the matrix they stand for
+    (bitsandbytes stores them packed, two to a byte, so ``numel()`` is half of it, or less)."""
+    total = 0
+    for param in model.parameters():
+        state = getattr(param, "quant_state", None)
+        shape = getattr(state, "shape", None)
+        total += math.prod(shape) if shape is not None else param.numel()
+    return total
 
 
 def fitting_setting(needs: dict[str, float], free_gib: float) -> str | None:

@@ -49,6 +49,7 @@ from .families import make_family
 from .generation import generate_tokens, run_generate
 from .params import ATTENTION_CHOICES, FALLBACK, KV_CACHE_CHOICES, GenerationParams
 from .prefix_cache import PrefixCache
+from .quantization import parameter_count
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +351,7 @@ class ModelWorker:
             quantization=placement.quantization,
             random_weights=bool(getattr(model.config, "tiny_random", False)),
             context_length=self.family_adapter.context_length,
-            parameters=sum(p.numel() for p in model.parameters()),
+            parameters=parameter_count(model),
             model_family=self.family_adapter.name,
             generation_defaults=GenerationParams.from_generation_config(model.generation_config),
             adapter=adapter.name if adapter else "",

@@ -101,6 +101,13 @@ def test_the_badge_and_the_log_say_the_setting(quantized):
     assert worker.info.quantization == mode
 
 
+def test_the_parameter_count_is_the_unquantized_models(quantized):
+    # bitsandbytes packs 4-bit weights two to a byte: numel() alone would undercount them.
+    worker, family, mode, checkpoint = quantized
+    plain, _, _ = load(checkpoint, "none")
+    assert worker.info.parameters == sum(p.numel() for p in plain.parameters())
+
+
 def test_the_log_says_what_the_setting_needs_before_loading(tiny_checkpoint, caplog):
     with caplog.at_level(logging.INFO, logger="model.loading"):
         load(tiny_checkpoint, "4bit")
