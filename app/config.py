@@ -139,6 +139,9 @@ class DemoConfig:
     # Audio
     max_audio_seconds: float = _field(300.0, "Longest audio accepted, in seconds (longer audio is refused)")
     max_upload_mb: int = _field(200, "Largest file accepted, in MB")
+    max_transcription_minutes: float = _field(
+        120.0, "Longest recording a transcription (/v1/audio/transcriptions and /translations) accepts, in "
+        "minutes; it is cut into windows of at most 30 s at pauses (chat messages keep max_audio_seconds)")
     upload_ttl_minutes: float = _field(
         1440.0, "Uploaded audio and cut clips no request has used for this long are deleted (0 = only when "
         "their session ends)")
@@ -183,6 +186,7 @@ class DemoConfig:
             "stream_interval_ms": (0 <= self.stream_interval_ms <= 1000, "between 0 and 1000"),
             "max_audio_seconds": (self.max_audio_seconds > 0, "positive"),
             "max_upload_mb": (self.max_upload_mb >= 1, "at least 1"),
+            "max_transcription_minutes": (self.max_transcription_minutes > 0, "positive"),
             "upload_ttl_minutes": (self.upload_ttl_minutes >= 0, "0 or more"),
             "upload_cache_mb": (self.upload_cache_mb >= 0, "0 or more"),
             "max_new_tokens_limit": (self.max_new_tokens_limit >= 1, "at least 1"),

@@ -1,4 +1,5 @@
-"""``POST /v1/chat/completions`` and ``GET /v1/models`` on the demo's own server and port.
+"""``POST /v1/chat/completions``, ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations``, and
+``GET /v1/models`` on the demo's own server and port.
 
 The routes share the UI's backend (and so its queue). Streaming answers are server-sent events ending
 with ``data: [DONE]``; errors are OpenAI-style JSON with a fitting status (400 bad request or audio,
@@ -10,13 +11,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,13 +30,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from model.conversation import BASE_TASK_LANGUAGES
 from model.errors import UserFacingError
 from model.params import InvalidParamsError
 
 from .backend import ChatBackend
 from .config import DemoConfig
 from .openai_protocol import API_NAMES, ApiError, ApiLimits, ChatRequest, error_type, parse_chat_request
-from .service import ChatService, Failed, Finished, Reply, ServerFault, Text, service_of
+from .service import FAULT, ChatService, Failed, Finished, Reply, ServerFault, Text, service_of
+from .transcription import SegmentText, Transcribed, to_srt, to_vtt
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +138,8 @@ class OpenAIApi:
         router = APIRouter()
         router.add_api_route("/v1/models", self.list_models, methods=["GET"], include_in_schema=False)
         router.add_api_route("/v1/chat/completions", self.chat_completions, methods=["POST"], include_in_schema=False)
+        router.add_api_route("/v1/audio/transcriptions", self.transcriptions, methods=["POST"], include_in_schema=False)
+        router.add_api_route("/v1/audio/translations", self.translations, methods=["POST"], include_in_schema=False)
         return list(router.routes)
 
     # ------------------------------------------------------------------------------------- checks
@@ -282,6 +292,215 @@ class OpenAIApi:
             reply.close()  # a dropped client lands here too: generation stops within one token
             parsed.cleanup()
         yield "data: [DONE]\n\n"
+
+
+    # ------------------------------------------------------------------------------ transcriptions
+    async def transcriptions(self, request: Request) -> Any:
+        return await self._audio_job(request, "transcribe")
+
+    async def translations(self, request: Request) -> Any:
+        return await self._audio_job(request, "translate")
+
+    async def _audio_job(self, request: Request, task: str) -> Any:
+        """OpenAI's audio endpoints: a multipart form with ``file`` and ``model`` (and ``language``,
+        ``prompt``, ``response_format``, ``temperature``, ``timestamp_granularities[]``, ``stream``)."""
+        workdir: Path | None = None
+        try:
+            self._check(request)
+            form_request = await self._read_form(request)
+            workdir, path, fields = form_request
+            if fields.model and fields.model not in (self.model_id, self.service.info.checkpoint):
+                raise ApiError(404, f"The model {fields.model!r} does not exist on this server, which serves "
+                                    f"{self.model_id!r} (see GET /v1/models).", param="model", code="model_not_found",
+                               type="invalid_request_error")
+        except ApiError as exc:
+            self.service.user_error(exc)
+            _remove(workdir)
+            return _error_response(exc)
+        settings = {"temperature": fields.temperature}
+        try:
+            job = await run_in_threadpool(
+                functools.partial(self.service.transcribe, str(path), task=task, language=fields.language,
+                                  prompt=fields.prompt, settings=settings, shown={"temperature": "temperature"}))
+        except UserFacingError as exc:  # busy (429), bad or too long audio, an unknown language...
+            _remove(workdir)
+            return _error_response(_transcription_error(exc, fields.filename))
+        if fields.stream:
+            return StreamingResponse(self._transcript_sse(job, workdir, fields), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await self._transcript(job, workdir, fields, task)
+
+    async def _read_form(self, request: Request) -> tuple[Path, Path, "AudioForm"]:
+        declared = request.headers.get("content-length")
+        limit = self.limits.max_audio_bytes + 1024 * 1024
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"The request is {int(declared) / 2**20:.1f} MB, larger than the "
+                                f"{self.limits.max_audio_bytes / 2**20:g} MB of audio this server accepts.")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(400, "Send the audio as multipart/form-data with a 'file' part (as OpenAI's audio API takes it).",
+                           param="file")
+        try:
+            form = await request.form(max_files=1, max_fields=32)
+        except Exception as exc:  # noqa: BLE001 - a malformed body
+            raise ApiError(400, f"The form could not be read ({str(exc).strip() or type(exc).__name__}).") from None
+        try:
+            fields = AudioForm.parse(form)
+            upload = form.get("file")
+            workdir = Path(tempfile.mkdtemp(prefix="qwen-demo-transcribe-"))
+            path = workdir / fields.filename
+            size = 0
+            with open(path, "wb") as out:
+                while chunk := await upload.read(1 << 20):
+                    size += len(chunk)
+                    if size > self.limits.max_audio_bytes:
+                        _remove(workdir)
+                        raise ApiError(413, f"file ({fields.filename}): the file is larger than the "
+                                            f"{self.limits.max_audio_bytes / 2**20:g} MB this server accepts.", param="file")
+                    out.write(chunk)
+        finally:
+            await form.close()
+        return workdir, path, fields
+
+    async def _transcript(self, job: Any, workdir: Path, fields: "AudioForm", task: str) -> Any:
+        from fastapi.responses import PlainTextResponse
+
+        events = job.events(0)
+        done = None
+        try:
+            while True:
+                event = await anyio.to_thread.run_sync(next, events, _END)
+                if event is _END:
+                    break
+                if isinstance(event, Failed):
+                    return _error_response(_transcription_error(event.error, fields.filename))
+                if isinstance(event, Transcribed):
+                    done = event
+        finally:
+            job.close()
+            _remove(workdir)
+        if done is None:  # closed before the end (never for a request that was read to its end)
+            return _error_response(ApiError(500, FAULT, type="server_error"))
+        usage = {"type": "tokens", "input_tokens": done.usage.prompt_tokens, "output_tokens": done.usage.completion_tokens,
+                 "total_tokens": done.usage.total_tokens}
+        kind = fields.response_format
+        if kind == "text":
+            return PlainTextResponse(done.text + "\n")
+        if kind == "srt":
+            return PlainTextResponse(to_srt(done.segments), media_type="application/x-subrip")
+        if kind == "vtt":
+            return PlainTextResponse(to_vtt(done.segments), media_type="text/vtt")
+        if kind == "verbose_json":
+            language = "english" if task == "translate" else (BASE_TASK_LANGUAGES[fields.language].lower() if fields.language else None)
+            return JSONResponse({
+                "task": task, "language": language, "duration": done.duration, "text": done.text,
+                "segments": [{"id": s.id, "seek": int(round(s.start * 100)), "start": s.start, "end": s.end, "text": s.text,
+                              "tokens": list(s.tokens), "temperature": fields.temperature or 0.0} for s in done.segments],
+                "usage": usage,
+            })
+        return JSONResponse({"text": done.text, "usage": usage})
+
+    async def _transcript_sse(self, job: Any, workdir: Path, fields: "AudioForm") -> AsyncIterator[str]:
+        def event(body: dict[str, Any]) -> str:
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        events = job.events()
+        raw: dict[int, str] = {}  # each segment's text so far, as the model writes it
+        sent: dict[int, str] = {}  # what went out of it: the text stripped, so the deltas add up to the text
+        try:
+            while True:
+                item = await anyio.to_thread.run_sync(next, events, _END)
+                if item is _END:
+                    break
+                if isinstance(item, SegmentText):
+                    raw[item.segment] = raw.get(item.segment, "") + item.delta
+                    text = raw[item.segment].strip()
+                    new = text[len(sent.get(item.segment, "")):]
+                    if new:
+                        lead = " " if item.segment not in sent and any(sent.values()) else ""
+                        sent[item.segment] = text
+                        yield event({"type": "transcript.text.delta", "delta": lead + new})
+                elif isinstance(item, Failed):
+                    yield event(_transcription_error(item.error, fields.filename).body())
+                    break
+                elif isinstance(item, Transcribed):
+                    usage = {"type": "tokens", "input_tokens": item.usage.prompt_tokens,
+                             "output_tokens": item.usage.completion_tokens, "total_tokens": item.usage.total_tokens}
+                    yield event({"type": "transcript.text.done", "text": item.text, "usage": usage})
+        finally:
+            job.close()  # a dropped client lands here too: the window being answered stops within a token
+            _remove(workdir)
+        yield "data: [DONE]\n\n"
+
+
+@dataclass
+class AudioForm:
+    """The fields of an audio request other than the file itself, checked."""
+
+    filename: str
+    model: str = ""
+    language: str | None = None
+    prompt: str = ""
+    response_format: str = "json"
+    temperature: float | None = None
+    stream: bool = False
+
+    @classmethod
+    def parse(cls, form: Any) -> "AudioForm":
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str) or not hasattr(upload, "read"):
+            raise ApiError(400, "The request has no audio: send it as the multipart part 'file'.", param="file")
+        name = os.path.basename((getattr(upload, "filename", None) or "audio").replace("\\", "/")).strip() or "audio"
+        name = "".join(ch for ch in name if ch.isprintable() and ch not in '/\x00')[:200] or "audio"
+
+        def text(key: str) -> str:
+            value = form.get(key)
+            return value.strip() if isinstance(value, str) else ""
+
+        response_format = text("response_format") or "json"
+        if response_format not in RESPONSE_FORMATS:
+            raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not {response_format!r}.",
+                           param="response_format")
+        temperature = None
+        if text("temperature"):
+            try:
+                temperature = float(text("temperature"))
+            except ValueError:
+                raise ApiError(400, f"temperature must be a number, not {text('temperature')!r}.", param="temperature") from None
+        granularities = [g for key in ("timestamp_granularities[]", "timestamp_granularities")
+                         for g in form.getlist(key) if isinstance(g, str)]
+        if any(g != "segment" for g in granularities):
+            raise ApiError(400, "timestamp_granularities: only 'segment' is available (segments are the windows of "
+                                "at most 30 s the recording is cut into, at pauses); words have no times here.",
+                           param="timestamp_granularities")
+        if granularities and response_format != "verbose_json":
+            raise ApiError(400, "timestamp_granularities needs response_format verbose_json.", param="timestamp_granularities")
+        stream = text("stream").lower() in ("true", "1")
+        if stream and response_format not in ("json", "text"):
+            raise ApiError(400, "stream=true works with response_format json or text.", param="stream")
+        return cls(name, text("model"), text("language") or None, text("prompt"), response_format, temperature, stream)
+
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+def _transcription_error(exc: UserFacingError, filename: str) -> ApiError:
+    """An OpenAI-style error for a transcription: an audio error names the file part."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ServerFault):
+        return ApiError(500, exc.user_message, type="server_error")
+    param = getattr(exc, "param", None)
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        return ApiError(exc.status, f"file ({filename}): {reason}", type=error_type(exc.status), param="file")
+    if isinstance(exc, InvalidParamsError):
+        param = exc.param
+    return ApiError(exc.status, exc.user_message, type=error_type(exc.status), param=param)
+
+
+def _remove(workdir: Path | None) -> None:
+    if workdir is not None:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def json_body(raw: bytes) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, window_count
+from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, family_pcm, window_count
 from model.caches import CacheSizes, FileDigests, LruCache, cached_decoder
 from model.errors import UserFacingError
 from model.params import GenerationParams
@@ -208,7 +208,7 @@ class RemoteBackend:
         logger.info("remote backend: %s", self.info.label)
         # Decoded here as the server's model family decodes (Qwen-Audio: 16-bit samples), and sent as float
         # samples that its decoder reads back exactly; one decode per distinct file while it is cached.
-        pcm = "s16" if self.info.model_family == "Qwen-Audio" else "f32"
+        pcm = family_pcm(self.info.model_family)
         decode = decode_audio if pcm == "f32" else functools.partial(decode_audio, pcm=pcm)
         self._decode = cached_decoder(decode, LruCache(audio_cache_mb << 20, name="decoded audio"), FileDigests())
 

@@ -294,6 +294,33 @@ class ChatService:
             raise self.user_error(exc) from None
         return Reply(self, stream, params)
 
+    def transcribe(self, path: str, *, task: str = "transcribe", language: str | None = None, prompt: str = "",
+                   settings: Mapping[str, Any] | None = None, shown: Mapping[str, str] | None = None) -> Any:
+        """Admit a transcription (or translation into English) of the recording at ``path`` and return its
+        :class:`app.transcription.Transcription`, or refuse it at once with a UserFacingError (busy, an
+        unknown language, a file that cannot be decoded or is longer than ``max_transcription_minutes``).
+        ``settings`` as for :meth:`params`; the temperature defaults to 0 (greedy) and each window's text
+        to at most :data:`app.transcription.TOKENS_PER_WINDOW` tokens."""
+        from .transcription import TOKENS_PER_WINDOW, Transcription, check_request, limits_for
+
+        try:
+            check_request(task, language)
+            values = {"temperature": 0, "max_new_tokens": min(TOKENS_PER_WINDOW, self.config.max_new_tokens_limit)}
+            values.update({k: v for k, v in (settings or {}).items() if v is not None})
+            params = self.params(values, shown)
+        except Exception as exc:  # noqa: BLE001
+            raise self.user_error(exc) from None
+        try:
+            self.admission.enter()
+        except BusyError as exc:
+            raise self.user_error(exc) from None
+        try:
+            return Transcription(self, path, task=task, language=language, prompt=prompt, params=params,
+                                 limits=limits_for(self.config))
+        except Exception as exc:  # noqa: BLE001
+            self.admission.leave()
+            raise self.user_error(exc) from None
+
     def user_error(self, exc: BaseException) -> UserFacingError:
         """``exc`` as an error for the person: a refusal is logged as one line, a fault with its traceback."""
         if isinstance(exc, UserFacingError):

@@ -38,6 +38,7 @@ This module imports neither torch nor gradio.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -45,6 +46,7 @@ import shutil
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
@@ -54,7 +56,8 @@ import numpy as np
 
 from model.errors import AudioDecodeError, AudioTooLargeError, AudioTooLongError
 
-__all__ = ["DECODERS", "SAMPLE_RATE", "AudioLimits", "decode_audio", "ffmpeg_binary", "split_windows", "window_count"]
+__all__ = ["DECODERS", "SAMPLE_RATE", "AudioLimits", "audio_duration", "decode_audio", "family_pcm", "ffmpeg_binary", "split_windows",
+           "stream_audio", "window_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +216,14 @@ def decode_audio(
         logger.info("FFmpeg reported problems decoding %s (decoded %.2f s): %s",
                     path_str, n_samples / SAMPLE_RATE, problem)
 
+    samples = _as_float(raw, pcm_format)
+    logger.debug("decoded %s (%d bytes) with %s in %.1f ms: %.2f s", path_str, size, used,
+                 (time.perf_counter() - started) * 1000, n_samples / SAMPLE_RATE)
+    return samples
+
+
+def _as_float(raw: np.ndarray, pcm_format: _PcmFormat) -> np.ndarray:
+    """Decoded samples as the contiguous float32 in [-1, 1] every caller gets."""
     if pcm_format.dtype.kind == "i":
         # int16 / 32768 lies in [-1, 1) and is always finite: nothing to clean. Same arithmetic as the
         # original (float32 array divided by 32768.0), so every sample is bit-identical to the original's.
@@ -220,10 +231,73 @@ def decode_audio(
     else:
         samples = np.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)  # a new, writable array
         np.clip(samples, -1.0, 1.0, out=samples)
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
-    logger.debug("decoded %s (%d bytes) with %s in %.1f ms: %.2f s", path_str, size, used,
-                 (time.perf_counter() - started) * 1000, n_samples / SAMPLE_RATE)
-    return samples
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def stream_audio(path: str | os.PathLike, limits: AudioLimits = AudioLimits(), *, pcm: str = "f32",
+                 chunk_seconds: float = 10.0) -> Iterator[np.ndarray]:
+    """The samples of :func:`decode_audio`, in chunks of about ``chunk_seconds`` as they decode, so that a
+    long recording never lies in memory whole (transcription of hours of audio).
+
+    Each chunk is float32 in [-1, 1]; the chunks joined are exactly ``decode_audio(path, limits, pcm=pcm)``.
+    The file is checked as by :func:`decode_audio` before the first chunk (missing, empty, too large, not
+    audio, no audio stream: the same typed errors). Longer audio than ``limits.max_seconds`` raises
+    AudioTooLongError when the decoding gets there (ask :func:`audio_duration` first to refuse it at once);
+    no samples at all raise AudioDecodeError after the last. No wall-clock limit: the consumer sets the pace.
+    A codec the in-process build lacks is decoded whole by the ffmpeg binary, when there is one.
+    """
+    pcm_format = _PCM_FORMATS.get(pcm)
+    if pcm_format is None:
+        raise ValueError(f"pcm must be one of {sorted(_PCM_FORMATS)}, got {pcm!r}")
+    path_str = os.fsdecode(os.fspath(path))
+    _check_file(path_str, limits)
+    source = "file:" + os.path.abspath(path_str)
+    max_samples = limits.max_seconds * SAMPLE_RATE + _LENGTH_SLACK_S * SAMPLE_RATE
+    chunk_samples = max(1, int(chunk_seconds * SAMPLE_RATE))
+    problems: list[str] = []
+    frames = _in_process_frames(path_str, source, pcm_format, problems)
+    try:
+        first = next(frames, None)
+    except _MissingDecoder as missing:
+        if ffmpeg_binary() is None:
+            raise AudioDecodeError(path_str, missing.reason) from None
+        samples = decode_audio(path_str, limits, pcm=pcm, decoder="ffmpeg")
+        for start in range(0, len(samples), chunk_samples):
+            yield samples[start : start + chunk_samples]
+        return
+    pending: list[np.ndarray] = [] if first is None else [first]
+    pending_count = 0 if first is None else len(first)
+    total = 0
+    with contextlib.closing(frames):
+        for frame in frames:
+            pending.append(frame)
+            pending_count += len(frame)
+            if pending_count >= chunk_samples:
+                total += pending_count
+                if total > max_samples:
+                    raise AudioTooLongError(path_str, _too_long_reason(source, limits.max_seconds))
+                yield _as_float(np.concatenate(pending), pcm_format)
+                pending, pending_count = [], 0
+    total += pending_count
+    if total > max_samples:
+        raise AudioTooLongError(path_str, _too_long_reason(source, limits.max_seconds))
+    if pending:
+        yield _as_float(np.concatenate(pending), pcm_format)
+    if total == 0:
+        raise AudioDecodeError(path_str, f"could not be decoded: {problems[0]}" if problems else "contains no audio samples")
+    if problems:
+        logger.info("FFmpeg reported problems decoding %s (decoded %.2f s): %s", path_str, total / SAMPLE_RATE, problems[0])
+
+
+def audio_duration(path: str | os.PathLike) -> float | None:
+    """The length in seconds ``path``'s container declares (without decoding it), or None when it says none."""
+    return _container_duration("file:" + os.path.abspath(os.fsdecode(os.fspath(path))))
+
+
+def family_pcm(model_family: str) -> str:
+    """The ``pcm`` mode a model family's audio is decoded in: "s16" for the first-generation Qwen-Audio
+    (as its original code decoded), "f32" for Qwen2-Audio."""
+    return "s16" if model_family == "Qwen-Audio" else "f32"
 
 
 def ffmpeg_binary() -> str | None:
@@ -256,15 +330,46 @@ def _decode_in_process(path: str, source: str, limits: AudioLimits, pcm_format: 
     """
     max_samples = int(round((limits.max_seconds + 1) * SAMPLE_RATE)) if math.isfinite(limits.max_seconds) else None
     deadline = time.monotonic() + _DECODE_TIMEOUT_S
+    problems: list[str] = []
+    chunks: list[np.ndarray] = []
+    count = 0
+    for chunk in _in_process_frames(path, source, pcm_format, problems):
+        chunks.append(chunk)
+        count += len(chunk)
+        if max_samples is not None and count > max_samples:
+            break  # one second past the limit is enough to refuse it
+        if time.monotonic() > deadline:
+            logger.warning("decoding %s took longer than %.0f s; stopped", path, _DECODE_TIMEOUT_S)
+            raise AudioDecodeError(path, f"decoding took longer than {_DECODE_TIMEOUT_S:.0f} s and was stopped")
+    problem = problems[0] if problems else None
+    if not chunks:
+        if problem:
+            raise AudioDecodeError(path, f"could not be decoded: {problem}")
+        return np.zeros(0, dtype=pcm_format.dtype), None
+    raw = np.concatenate(chunks).astype(pcm_format.dtype, copy=False)
+    if max_samples is not None and len(raw) > max_samples:
+        raw = raw[:max_samples]
+    return raw, problem
+
+
+def _in_process_frames(path: str, source: str, pcm_format: _PcmFormat, problems: list[str]) -> Iterator[np.ndarray]:
+    """Each resampled frame of ``source``'s first audio stream as it decodes (``pcm_format.dtype``).
+
+    A damaged frame is skipped and a container that breaks off ends the frames, as on the command line;
+    FFmpeg's first complaint is appended to ``problems``. Raises AudioDecodeError, or _MissingDecoder for
+    a codec this build lacks, before the first frame. Closing the iterator closes the file.
+    """
     try:
         container = av.open(source, container_options={"protocol_whitelist": "file"}, metadata_errors="replace")
     except av.FFmpegError as exc:
         raise AudioDecodeError(path, _reason_from_open_error(exc)) from None
     except (OSError, ValueError, UnicodeError) as exc:
         raise AudioDecodeError(path, f"could not be opened ({_shorten(str(exc))})") from None
-    chunks: list[np.ndarray] = []
-    count = 0
-    problem = None
+
+    def complain(exc: BaseException) -> None:
+        if not problems:
+            problems.append(_shorten(_ffmpeg_message(exc)))
+
     with container:
         if not container.streams.audio:
             raise AudioDecodeError(path, _NO_AUDIO_STREAM)
@@ -276,16 +381,13 @@ def _decode_in_process(path: str, source: str, limits: AudioLimits, pcm_format: 
         except (av.FFmpegError, ValueError) as exc:
             raise AudioDecodeError(path, f"could not be decoded: {_shorten(str(exc))}") from None
 
-        def drain() -> int:
-            pulled = 0
+        def drain() -> Iterator[np.ndarray]:
             while True:
                 try:
                     frame = graph.pull()
                 except (av.BlockingIOError, av.EOFError):
-                    return pulled
-                chunk = frame.to_ndarray().reshape(-1)
-                chunks.append(chunk)
-                pulled += len(chunk)
+                    return
+                yield frame.to_ndarray().reshape(-1)
 
         packets = container.demux(stream)
         while True:
@@ -294,34 +396,21 @@ def _decode_in_process(path: str, source: str, limits: AudioLimits, pcm_format: 
             except StopIteration:
                 break
             except av.FFmpegError as exc:  # the container breaks off (truncated): keep what decoded
-                problem = problem or _shorten(_ffmpeg_message(exc))
+                complain(exc)
                 break
             try:
                 frames = packet.decode()
             except av.FFmpegError as exc:  # a damaged frame is skipped, as the command line does
-                problem = problem or _shorten(_ffmpeg_message(exc))
+                complain(exc)
                 continue
             for frame in frames:
                 graph.push(frame)
-                count += drain()
-            if max_samples is not None and count > max_samples:
-                break  # one second past the limit is enough to refuse it
-            if time.monotonic() > deadline:
-                logger.warning("decoding %s took longer than %.0f s; stopped", path, _DECODE_TIMEOUT_S)
-                raise AudioDecodeError(path, f"decoding took longer than {_DECODE_TIMEOUT_S:.0f} s and was stopped")
+                yield from drain()
         try:
             graph.push(None)
-            count += drain()
+            yield from drain()
         except av.FFmpegError as exc:
-            problem = problem or _shorten(_ffmpeg_message(exc))
-    if not chunks:
-        if problem:
-            raise AudioDecodeError(path, f"could not be decoded: {problem}")
-        return np.zeros(0, dtype=pcm_format.dtype), None
-    raw = np.concatenate(chunks).astype(pcm_format.dtype, copy=False)
-    if max_samples is not None and len(raw) > max_samples:
-        raw = raw[:max_samples]
-    return raw, problem
+            complain(exc)
 
 
 def _has_decoder(stream) -> bool:
