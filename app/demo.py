@@ -17,9 +17,10 @@ from .events import wire_events
 from .examples import Example, build_examples
 from .handlers import ChatHandlers
 from .i18n import I18N, LABELS
-from .layout import STATIC_DIR, build_layout, title_key
+from .layout import STATIC_DIR, build_layout, header, title_key
 from .service import ChatService, service_of
 from .temp_files import TempFiles
+from .transcribe_page import TranscribeHandlers, build_transcribe_layout, wire_transcribe_page
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ def build_demo(
         ui = build_layout(info, config, examples, defaults=service.defaults)
         wire_events(ui, handlers, ChatApi(handlers), config)
         demo.unload(handlers.end_session)
+    with demo.route(LABELS["en"]["tr_title"], "/transcribe"):
+        header(info, "tr_title", "tr_subtitle", "nav_chat", "./")
+        page = build_transcribe_layout()
+        wire_transcribe_page(page, TranscribeHandlers(service, handlers.uploaded, upload_folder / "transcripts"))
     files.start()
     demo.temp_files = files  # for tests and operators: what is kept, and a sweep on demand
     demo.service = service

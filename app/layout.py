@@ -91,7 +91,8 @@ def chat_example(example: Example, is_base: bool) -> dict[str, Any]:
     return {"text": text, "files": list(example.files), "display_text": f"{text} — {names}" if text else names}
 
 
-def _header(info: BackendInfo) -> None:
+def header(info: BackendInfo, title: str, subtitle: str, link: str, href: str) -> None:
+    """Logo, title (a label key), subtitle, the link (label key, address) to the other page, and the model badge."""
     logo = (STATIC_DIR / "logo.svg").read_text(encoding="utf-8")
     badge_class = "random" if info.random_weights else ""
     badge = f'<div id="model-badge" class="{badge_class}"><code>{html.escape(info.label)}</code></div>'
@@ -99,9 +100,16 @@ def _header(info: BackendInfo) -> None:
         gr.HTML(logo, elem_id="logo", js_on_load=None)
         with gr.Column(scale=20, elem_id="title"):
             # One translation key per component: the browser translates whole values only.
-            gr.Markdown(label(title_key(info)), elem_id="title-text")
-            gr.Markdown(label("subtitle_base" if info.family == "base" else "subtitle"), elem_id="subtitle")
+            with gr.Row(elem_id="title-row"):
+                gr.Markdown(label(title), elem_id="title-text")
+                gr.Button(label(link), link=href, link_target="_self", size="sm", variant="secondary",
+                          elem_id="page-link", scale=0, min_width=0)
+            gr.Markdown(label(subtitle), elem_id="subtitle")
             gr.HTML(badge, js_on_load=None)
+
+
+def _header(info: BackendInfo) -> None:
+    header(info, title_key(info), "subtitle_base" if info.family == "base" else "subtitle", "nav_transcribe", "transcribe")
 
 
 def _icon(name: str) -> str:

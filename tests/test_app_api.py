@@ -185,7 +185,8 @@ def test_base_checkpoint_page_speaks_of_one_audio_and_tasks(base_server, audio_d
     url, _ = base_server
     config = httpx.get(url.rstrip("/") + "/config", timeout=10).json()
     by_id = {c["props"].get("elem_id"): c for c in config["components"] if c["props"].get("elem_id")}
-    subtitle = json.dumps(by_id["subtitle"]["props"]["value"])
+    # Each page (the chat, /transcribe) has a header with a subtitle: the chat's is the first.
+    subtitle = json.dumps(next(c for c in config["components"] if c["props"].get("elem_id") == "subtitle")["props"]["value"])
     assert "subtitle_base" in subtitle and "follow up" not in subtitle  # the base wording, not the chat one
     placeholder = json.dumps(by_id["chatbot"]["props"]["placeholder"])
     assert "empty_base" in placeholder
