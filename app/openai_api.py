@@ -380,8 +380,7 @@ class OpenAIApi:
             _remove(workdir)
         if done is None:  # closed before the end (never for a request that was read to its end)
             return _error_response(ApiError(500, FAULT, type="server_error"))
-        usage = {"type": "tokens", "input_tokens": done.usage.prompt_tokens, "output_tokens": done.usage.completion_tokens,
-                 "total_tokens": done.usage.total_tokens}
+        usage = _audio_usage(done)
         kind = fields.response_format
         if kind == "text":
             return PlainTextResponse(done.text + "\n")
@@ -423,9 +422,7 @@ class OpenAIApi:
                     yield event(_transcription_error(item.error, fields.filename).body())
                     break
                 elif isinstance(item, Transcribed):
-                    usage = {"type": "tokens", "input_tokens": item.usage.prompt_tokens,
-                             "output_tokens": item.usage.completion_tokens, "total_tokens": item.usage.total_tokens}
-                    yield event({"type": "transcript.text.done", "text": item.text, "usage": usage})
+                    yield event({"type": "transcript.text.done", "text": item.text, "usage": _audio_usage(item)})
         finally:
             job.close()  # a dropped client lands here too: the window being answered stops within a token
             _remove(workdir)
@@ -496,6 +493,12 @@ def _transcription_error(exc: UserFacingError, filename: str) -> ApiError:
     if isinstance(exc, InvalidParamsError):
         param = exc.param
     return ApiError(exc.status, exc.user_message, type=error_type(exc.status), param=param)
+
+
+def _audio_usage(done: Transcribed) -> dict[str, Any]:
+    """A transcription's ``usage`` as OpenAI's audio endpoints give it (token counts, all windows together)."""
+    return {"type": "tokens", "input_tokens": done.usage.prompt_tokens, "output_tokens": done.usage.completion_tokens,
+            "total_tokens": done.usage.total_tokens}
 
 
 def _remove(workdir: Path | None) -> None:
