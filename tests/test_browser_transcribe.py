@@ -190,6 +190,7 @@ def test_axe_finds_no_serious_violation_on_the_transcribe_page(playwright, site,
         wait_for(lambda: page.locator("#tr-audio audio, #tr-audio [data-testid=waveform-Recording]").count() > 0, timeout=20)
         page.click("#tr-start")
         page.wait_for_selector("#tr-files a[href*='lecture.srt']", timeout=60000)
+        wait_for(lambda: page.locator("#tr-start").is_enabled(), timeout=20)  # the page at rest, as a person sees it
         report += [f"transcribed: {p}" for p in problems(page, axe_script())]
         assert not report, "\n".join(report)
         names = page.eval_on_selector_all("#tr-segments .seg", "els => els.map(e => e.getAttribute('aria-label'))")
