@@ -62,3 +62,18 @@ def ffmpeg_convert(src: Path | str, dst: Path | str, *args: str) -> Path:
     """Re-encode ``src`` into ``dst`` with the real ffmpeg (format from the extension, extra args verbatim)."""
     ffmpeg_cli("-i", str(src), *args, str(dst))
     return Path(dst)
+
+
+def speak(text: str, out: Path) -> np.ndarray:
+    """``text`` spoken by espeak-ng (``make test`` installs it), as 16 kHz mono samples; ``out`` names the file."""
+    from model.audio import decode_audio
+
+    wav = Path(out).with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", str(wav), text], check=True, capture_output=True, timeout=60)
+    return decode_audio(wav)
+
+
+def trim(samples: np.ndarray, floor: float = 0.01) -> np.ndarray:
+    """``samples`` without the near-silence (below ``floor``) before and after them."""
+    loud = np.flatnonzero(np.abs(samples) > floor)
+    return samples[loud[0] : loud[-1] + 1]

@@ -83,7 +83,7 @@ def test_the_readme_shows_the_two_commands_first_and_ci_runs_them():
 
 
 #: The module each requirement is imported as; accelerate is used through transformers (device_map="auto").
-MODULES = {"ffmpeg-python": "ffmpeg", "pyyaml": "yaml", "accelerate": None}
+MODULES = {"ffmpeg-python": "ffmpeg", "pyyaml": "yaml", "accelerate": None, "silero-vad": "silero_vad"}
 
 
 def test_every_requirement_is_used():

@@ -9,7 +9,6 @@ greedy decoding makes every segment comparable with the worker's own reply to th
 from __future__ import annotations
 
 import re
-import subprocess
 import tracemalloc
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from app.openai_api import api_routes
 from app.service import BusyError, ChatService, Failed
 from app.transcription import Progress, Segment, SegmentText, Transcribed, instruction, to_srt, to_vtt
 from app_fixtures import serving
-from audio_samples import ffmpeg_convert, tone, write_wav
+from audio_samples import ffmpeg_convert, speak, tone, trim, write_wav
 from model import GenerationParams
 from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, stream_audio
 from model.errors import AudioDecodeError, AudioTooLongError, UserFacingError
@@ -39,18 +38,6 @@ SENTENCES = [
     "Every evening the baker sells warm bread and sweet cakes to the neighbours.",
     "The children played football in the park until it was too dark to see.",
 ]
-
-
-def speak(text: str, out: Path) -> np.ndarray:
-    """``text`` spoken by espeak-ng, as 16 kHz mono samples."""
-    wav = out.with_suffix(".espeak.wav")
-    subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", str(wav), text], check=True, capture_output=True, timeout=60)
-    return decode_audio(wav)
-
-
-def trim(samples: np.ndarray, floor: float = 0.01) -> np.ndarray:
-    loud = np.flatnonzero(np.abs(samples) > floor)
-    return samples[loud[0] : loud[-1] + 1]
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +220,41 @@ def test_a_base_checkpoint_is_asked_with_its_task_prompt(tiny_base_checkpoint, t
     assert job.messages(window)[0]["content"][1]["type"] == "task"
     segments = [e for e in job.events() if isinstance(e, Segment)]
     assert segments[0].text == window_reply(base, job, window)
+
+
+def test_qwen_audio_base_times_its_words_and_the_segments_follow_those_times_in_the_file(talk):
+    """Qwen-Audio's base model is asked with <|timestamps|>; each timed stretch of a window's reply becomes a
+    segment, shifted by the window's start (a stand-in answers: the tiny random model emits no times)."""
+    from app_fixtures import FakeInfo, ScriptedWorker
+
+    reply = ["<|0.00|>", "first words", "<|2.50|>", "<|3.00|>", "second words", "<|7.00|>"]
+    backend = ScriptedWorker(reply=lambda messages, n: reply, info=FakeInfo(family="base", model_family="Qwen-Audio"))
+    service = ChatService(backend, DemoConfig(examples=False, stream_interval_ms=0))
+    job = service.transcribe(str(talk[0]))
+    events = list(job.events())
+    windows = [w for w in PauseWindows().cut(decode_audio(talk[0])) if not w.silent]
+    asked = [call[0]["content"][1] for call in backend.calls]
+    assert len(asked) == len(windows) and all(a["type"] == "task" and a["task"] == "transcribe" and a["timestamps"] is True
+                                              for a in asked), asked[0]
+    segments = [e for e in events if isinstance(e, Segment)]
+    expected = [(round(w.start_s + a, 3), round(w.start_s + b, 3), text) for w in windows
+                for a, b, text in ((0.0, 2.5, "first words"), (3.0, 7.0, "second words"))]
+    assert [(s.start, s.end, s.text) for s in segments] == expected
+    assert [s.id for s in segments] == list(range(len(segments)))
+    # What streams to the page and the API is the words, without the time tokens.
+    streamed = "".join(e.delta for e in events if isinstance(e, SegmentText))
+    assert "<|" not in streamed and streamed.count("first words") == len(windows)
+
+
+def test_timed_parts_of_a_reply():
+    from app.transcription import timed_parts
+
+    assert timed_parts("<|0.00|>Hello there<|1.50|><|1.80|>world<|3.20|>", 30.0, 58.0) == [
+        (30.0, 31.5, "Hello there"), (31.8, 33.2, "world")]
+    assert timed_parts("before <|0.00|>a<|1.00|> after", 0.0, 10.0) == [(0.0, 1.0, "before a"), (1.0, 10.0, "after")]
+    assert timed_parts("no times at all", 5.0, 9.0) == [(5.0, 9.0, "no times at all")]
+    assert timed_parts("<|2.00|>one time only", 0.0, 10.0) == [(0.0, 10.0, "one time only")]
+    assert timed_parts("<|0.00|>past the end<|45.00|>", 20.0, 48.0) == [(20.0, 48.0, "past the end")]
 
 
 def test_silent_windows_cost_no_model_call(service, worker, tmp_path, monkeypatch):
