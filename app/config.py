@@ -26,6 +26,7 @@ from model.errors import UserFacingError
 from model.loading import DEFAULT_CHECKPOINT, DEVICES, DTYPES
 from model.params import ATTENTION_CHOICES, KV_CACHE_CHOICES, PARAMS, SETTINGS
 from model.quantization import QUANTIZATION_CHOICES
+from model.vad import VadSettings
 
 ENV_PREFIX = "QWEN_DEMO_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -171,6 +172,15 @@ class DemoConfig:
                            "turn the prefix cache off", choices=KV_CACHE_CHOICES)
     # The page
     examples: bool = _field(True, "Offer example clips and questions under the chat")
+    # Voice mode (the page's microphone streams; Silero VAD finds where the person stops talking)
+    voice: bool = _field(True, "Offer voice mode on the page: talk, and each pause ends a question that is answered")
+    vad_pause_ms: int = _field(VadSettings.pause_ms, "Voice mode: the pause, in ms, that ends what the person says")
+    vad_threshold: float = _field(VadSettings.threshold, "Voice mode: the speech probability (0-1) at which Silero "
+                                  "VAD counts a 32 ms frame as speech (higher: fewer false starts in noise)")
+    vad_min_speech_ms: int = _field(VadSettings.min_speech_ms, "Voice mode: speech shorter than this, in ms, is "
+                                    "ignored (a click, a cough); it is also how long talking takes to stop an answer")
+    vad_pad_ms: int = _field(VadSettings.pad_ms, "Voice mode: audio kept before and after the speech, in ms (the "
+                             "rest of the silence is trimmed)")
     log_level: str = _field("INFO", "Logging level", choices=LOG_LEVELS)
 
     def __post_init__(self) -> None:
@@ -197,6 +207,10 @@ class DemoConfig:
             "merge_adapter": (not self.merge_adapter or bool(self.adapter), "false when no adapter is given"),
             "adapter": (not self.adapter or self.backend == "local",
                         "empty with backend openai (the server applies its own adapters)"),
+            "vad_pause_ms": (100 <= self.vad_pause_ms <= 10000, "between 100 and 10000"),
+            "vad_threshold": (0.0 < self.vad_threshold < 1.0, "between 0 and 1"),
+            "vad_min_speech_ms": (0 <= self.vad_min_speech_ms <= 5000, "between 0 and 5000"),
+            "vad_pad_ms": (0 <= self.vad_pad_ms <= 2000, "between 0 and 2000"),
             "cache_audio_mb": (self.cache_audio_mb >= 0, "0 or more"),
             "cache_features_mb": (self.cache_features_mb >= 0, "0 or more"),
             "prefix_cache_tokens": (self.prefix_cache_tokens >= 0, "0 or more"),
@@ -214,6 +228,12 @@ class DemoConfig:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def vad(self) -> VadSettings:
+        """Voice mode's detector settings."""
+        return VadSettings(threshold=self.vad_threshold, pause_ms=self.vad_pause_ms,
+                           min_speech_ms=self.vad_min_speech_ms, pad_ms=self.vad_pad_ms)
 
     @property
     def credentials(self) -> tuple[tuple[str, str], ...]:

@@ -20,6 +20,7 @@ from .i18n import I18N, LABELS
 from .layout import STATIC_DIR, build_layout, header, title_key
 from .service import ChatService, service_of
 from .temp_files import TempFiles
+from .voice import VoiceHandlers
 from .transcribe_page import TranscribeHandlers, build_transcribe_layout, wire_transcribe_page
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,12 @@ def build_demo(
                           max_bytes=config.upload_cache_mb * 1024 * 1024, uploads=demo.upload_file_set,
                           protected=lambda: kept_by_gradio(demo))
         handlers = ChatHandlers(service, config, clips_dir=upload_folder / "clips", files=files)
-        ui = build_layout(info, config, examples, defaults=service.defaults)
-        wire_events(ui, handlers, ChatApi(handlers), config)
+        voice = VoiceHandlers(handlers, config.vad) if config.voice and VoiceHandlers.available(service.backend) else None
+        ui = build_layout(info, config, examples, defaults=service.defaults, voice=voice is not None)
+        wire_events(ui, handlers, ChatApi(handlers), config, voice)
         demo.unload(handlers.end_session)
+        if voice is not None:
+            demo.unload(voice.end_session)
     with demo.route(LABELS["en"]["tr_title"], "/transcribe"):
         header(info, "tr_title", "tr_subtitle", "nav_chat", "./")
         page = build_transcribe_layout()

@@ -24,6 +24,7 @@ from .api import ChatApi
 from .config import DemoConfig
 from .handlers import ChatHandlers
 from .layout import Layout
+from .voice import STREAM_EVERY_S, VoiceHandlers
 
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 #: For every event whose inputs include the chat history (see the module docstring).
@@ -33,9 +34,15 @@ RAW: dict[str, Any] = {"preprocess": False}
 GENERATE_GROUP = "generate"
 #: The input's file paths as a JSON list, computed in the browser from the input's value.
 PATHS_OF_INPUT = "(value) => JSON.stringify(((value && value.files) || []).map((f) => f && f.path).filter(Boolean))"
+#: Voice mode in the browser (static/keys.js): the switch starts or stops the microphone (or says why it
+#: cannot start), an answer is read aloud when asked, and talking or Stop silences it.
+VOICE_SWITCH_JS = "(on) => { window.qwenVoice && window.qwenVoice.toggle(on); return on; }"
+SPEAK_JS = "(value) => { window.qwenVoice && window.qwenVoice.speak(value); }"
+SILENCE_JS = "() => { window.qwenVoice && window.qwenVoice.silence(); }"
 
 
-def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoConfig) -> None:
+def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoConfig,
+                voice: VoiceHandlers | None = None) -> None:
     lock = ui.input_lock
     generate: dict[str, Any] = dict(concurrency_limit=None, concurrency_id=GENERATE_GROUP)
     respond = dict(
@@ -57,7 +64,11 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
         validator=handlers.validate_user_turn, **PRIVATE, **RAW,
     )
     reply = submitted.success(**answer)
+    spoken = dict(fn=voice.read_aloud, inputs=[ui.voice.read_aloud, ui.chatbot], outputs=[ui.voice.spoken], queue=False,
+                  show_progress="hidden", **PRIVATE, **RAW) if ui.voice and voice else {}
     reply.then(**idle)
+    if spoken:  # an answer that ran to its end (not one stopped or refused) is read aloud if asked
+        reply.success(**spoken)
 
     # Regenerate (the button, or the last answer's own retry icon): drop the last answer, answer again.
     regenerate = dict(fn=handlers.prepare_regenerate, inputs=[ui.chatbot], outputs=[ui.chatbot, *lock],
@@ -71,10 +82,18 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
     edited.then(**idle)
 
     running = [reply, regenerated, retried, edited]
+    if spoken:
+        for answered in (regenerated, retried, edited):
+            answered.success(**spoken)
+    if ui.voice is not None and voice is not None:
+        running.append(wire_voice(ui, voice, answer, idle, spoken, running))
     # Stop and Clear answer once the cancelled reply has ended (see ChatHandlers.stop / clear).
     stop = idle | dict(fn=handlers.stop)
     ui.stop_btn.click(cancels=running, **stop)
     ui.textbox.stop(cancels=running, **stop)
+    if ui.voice is not None:  # Stop and Clear silence read-aloud too
+        for trigger in (ui.stop_btn.click, ui.textbox.stop, ui.clear_btn.click):
+            trigger(None, None, None, js=SILENCE_JS, queue=False, **PRIVATE)
     # Undo (the button, or the last answer's own undo icon): the last question goes back into the input.
     for trigger in (ui.undo_btn.click, ui.chatbot.undo):
         trigger(handlers.undo, [ui.chatbot], [ui.chatbot, ui.textbox], **PRIVATE, **RAW)
@@ -105,3 +124,27 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
         **generate,
         **RAW,
     )
+
+
+def wire_voice(ui: Layout, voice: VoiceHandlers, answer: dict[str, Any], idle: dict[str, Any],
+               spoken: dict[str, Any], running: list[Any]) -> Any:
+    """Voice mode (see :mod:`app.voice`); returns the voice turn's reply event (for Stop and Clear to cancel)."""
+    v = ui.voice
+    assert v is not None
+    v.mode.change(None, [v.mode], None, js=VOICE_SWITCH_JS, queue=False, **PRIVATE)
+    v.mode.change(voice.toggle, [v.mode], [v.status], queue=False, show_progress="hidden", **PRIVATE)
+    v.mic.stream(voice.chunk, [v.mic], [v.status, v.speech, v.barge, v.utterance], stream_every=STREAM_EVERY_S,
+                 time_limit=None, concurrency_limit=None, concurrency_id="voice", show_progress="hidden", **PRIVATE)
+    v.speech.change(None, None, None, js=SILENCE_JS, queue=False, **PRIVATE)
+    v.spoken.change(None, [v.spoken], None, js=SPEAK_JS, queue=False, **PRIVATE)
+    v.read_aloud.change(None, [v.read_aloud], None, js="(on) => { if (!on) window.qwenVoice && window.qwenVoice.silence(); }",
+                        queue=False, **PRIVATE)
+    turn = v.utterance.change(voice.add_turn, [v.utterance, ui.chatbot], [ui.chatbot, *ui.input_lock],
+                              show_progress="hidden", **PRIVATE, **RAW)
+    replied = turn.success(**answer)
+    replied.then(**idle)
+    replied.success(**spoken)
+    # Talking over an answer stops it, as Stop does.
+    v.barge.change(voice.barge_in, [ui.chatbot], [ui.chatbot, *ui.input_lock], cancels=[*running, replied],
+                   show_progress="hidden", **PRIVATE, **RAW)
+    return replied

@@ -11,13 +11,12 @@ import logging
 import shutil
 import subprocess
 import tempfile
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE
+from model.audio import SAMPLE_RATE, write_wav
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +90,6 @@ def beep_to_locate() -> np.ndarray:
     return out
 
 
-def _write(path: Path, samples: np.ndarray) -> None:
-    pcm = np.round(np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-
-
 def _speak(path: Path, text: str, voice: str) -> bool:
     if shutil.which("espeak-ng") is None:
         return False
@@ -126,7 +116,7 @@ def build_examples(folder: Path | None = None) -> list[Example]:
     }
     for name, make in synthesised.items():
         if not (folder / name).is_file():
-            _write(folder / name, make())
+            write_wav(folder / name, make())
     examples: list[Example] = []
     english = folder / "speech_en.wav"
     question = "Hello! Could you tell me what the weather will be like in Hangzhou tomorrow?"

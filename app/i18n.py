@@ -49,6 +49,8 @@ LABELS: dict[str, dict[str, str]] = {
         "timestamps": "Timestamps",
         "timestamps_info": "Time each part of the transcript (pick the language)",
         "base_note": "This is a base model: attach one audio per question and choose a task.",
+        "voice_mode": "Voice mode",
+        "read_aloud": "Read answers aloud",
         "nav_transcribe": "Transcribe a long recording →",
         "nav_chat": "← Back to the chat",
         "tr_title": "Transcribe a recording",
@@ -109,6 +111,8 @@ LABELS: dict[str, dict[str, str]] = {
         "tr_translate": "翻译成英文",
         "tr_start": "开始转写",
         "tr_files": "下载：字幕（.srt、.vtt）和文本（.txt）",
+        "voice_mode": "语音模式",
+        "read_aloud": "朗读回答",
     },
 }
 # Browsers that send plain "zh" get the same text.
@@ -143,6 +147,13 @@ MESSAGES: dict[str, dict[str, str]] = {
         "tr_left": "about {left} left",
         "tr_progress": "Transcription progress",
         "tr_play": "Play {times}",
+        "voice_off": "Voice mode is off: switch it on and just talk; each pause sends what you said.",
+        "voice_listening": "Listening…",
+        "voice_hearing": "Hearing you…",
+        "voice_thinking": "Thinking…",
+        "voice_answering": "Answering… (talk to interrupt)",
+        "voice_unavailable": "Voice mode could not start on the server; typing and recording still work.",
+        "voice_clip": "voice {n}",
     },
     "zh-CN": {
         "empty_input": "请先输入问题或附加音频。",
@@ -172,6 +183,13 @@ MESSAGES: dict[str, dict[str, str]] = {
         "tr_left": "约剩 {left}",
         "tr_progress": "转写进度",
         "tr_play": "播放 {times}",
+        "voice_off": "语音模式已关闭：打开后直接说话，每次停顿都会发送您说的话。",
+        "voice_listening": "正在听…",
+        "voice_hearing": "正在听您说…",
+        "voice_thinking": "正在思考…",
+        "voice_answering": "正在回答…（说话即可打断）",
+        "voice_unavailable": "服务器无法启动语音模式；输入文字和录音仍可使用。",
+        "voice_clip": "语音 {n}",
     },
 }
 

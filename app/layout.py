@@ -32,6 +32,36 @@ MAX_PLAIN_TEXT_LENGTH = 1_000_000
 
 
 @dataclass
+class VoiceLayout:
+    """Voice mode's components: the switch, read-aloud, the status line, the streaming microphone (out of
+    sight: the switch starts and stops it) and the hidden values its stream sets (see :mod:`app.voice`)."""
+
+    mode: gr.Checkbox
+    read_aloud: gr.Checkbox
+    status: gr.HTML
+    mic: gr.Audio
+    speech: gr.Number
+    barge: gr.Number
+    utterance: gr.Textbox
+    spoken: gr.Textbox  # an answer for the browser to read aloud (JSON), set after it has ended
+
+
+def build_voice() -> VoiceLayout:
+    with gr.Row(elem_id="voice", equal_height=True):
+        mode = gr.Checkbox(False, label=label("voice_mode"), elem_id="voice-mode", scale=0, min_width=0, container=False)
+        read_aloud = gr.Checkbox(False, label=label("read_aloud"), elem_id="read-aloud", scale=0, min_width=0,
+                                 container=False)
+        status = gr.HTML("", elem_id="voice-status", padding=False)
+    mic = gr.Audio(sources=["microphone"], streaming=True, type="filepath", label="voice mode microphone",
+                   elem_id="voice-mic", elem_classes=["offscreen"], show_label=False)
+    return VoiceLayout(mode=mode, read_aloud=read_aloud, status=status, mic=mic,
+                       speech=gr.Number(0, visible=False, label="speech"),
+                       barge=gr.Number(0, visible=False, label="barge"),
+                       utterance=gr.Textbox("", visible=False, label="utterance"),
+                       spoken=gr.Textbox("", visible=False, label="read aloud"))
+
+
+@dataclass
 class Layout:
     """Handles on the components the events use."""
 
@@ -60,6 +90,7 @@ class Layout:
     api_output: gr.Textbox
     api_task: list[Any]  # /chat's task, language and timestamps (base checkpoints), empty by default
     api_history: gr.JSON  # /chat's history: plain JSON, checked by the handler (string or list contents)
+    voice: VoiceLayout | None = None  # None where the backend has no voice detector (a remote server)
 
     @property
     def settings(self) -> list[Any]:
@@ -123,11 +154,11 @@ def slider(name: str, defaults: GenerationParams, **options: Any) -> gr.Slider:
 
 
 def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
-                 defaults: GenerationParams | None = None) -> Layout:
+                 defaults: GenerationParams | None = None, voice: bool = False) -> Layout:
     """Create the components inside the current ``gr.Blocks`` context and return handles on them.
 
     ``defaults``: the settings the sliders start at (the conversation service's, which requests that
-    set nothing get too)."""
+    set nothing get too). ``voice``: offer voice mode (its switch sits between the input and the buttons)."""
     defaults = resolve(defaults or GenerationParams())
     is_base = info.family == "base"
     _header(info)
@@ -163,6 +194,7 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
         placeholder=label("placeholder"), show_label=False, elem_id="input", autofocus=True,
         submit_btn=True, stop_btn=False, max_plain_text_length=MAX_PLAIN_TEXT_LENGTH,
     )
+    voice_layout = build_voice() if voice else None
     with gr.Row(elem_id="actions"):
         stop_btn = gr.Button(label("stop"), icon=_icon("stop"), variant="secondary", interactive=False, elem_id="stop",
                              size="sm")
@@ -204,4 +236,5 @@ def build_layout(info: BackendInfo, config: DemoConfig, examples: list[Example],
         clear_btn=clear_btn, save_btn=save_btn, save_file=save_file, load_btn=load_btn, system_prompt=system_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
         top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, task=task, language=language, timestamps=timestamps,
         api_trigger=api_trigger, api_output=api_output, api_task=api_task, api_history=api_history,
+        voice=voice_layout,
     )

@@ -18,18 +18,18 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, format_clock, window_count
+from model.audio import SAMPLE_RATE, AudioLimits, decode_audio, format_clock, window_count, write_wav
 
 logger = logging.getLogger(__name__)
 
-_TOKEN = re.compile(r"<\|(\d{1,5})(\.\d+)?\|>")
+#: A time token of the model's (Qwen-Audio's ``<|2.33|>``): whole seconds, then the fraction.
+TIME_TOKEN = re.compile(r"<\|(\d{1,5})(\.\d+)?\|>")
 _READABLE = re.compile(r'<time datetime="PT(\d{1,5}(?:\.\d+)?)S"(?: data-token="(\d{1,5}(?:\.\d+)?)")?>[^<]*</time>')
 #: A timestamp without a partner marks a moment; its clip lasts this long.
 SINGLE_CLIP_SECONDS = 3.0
@@ -55,7 +55,7 @@ def render_timestamps(text: str, windows: int = 1, window_seconds: float = WINDO
 
     With ``windows`` > 1 the times are shifted to the whole file's time (the token stays in ``data-token``).
     """
-    matches = list(_TOKEN.finditer(text))
+    matches = list(TIME_TOKEN.finditer(text))
     offsets = iter(window_offsets([float(m.group(1) + (m.group(2) or "")) for m in matches], windows, window_seconds))
 
     def readable(m: re.Match) -> str:
@@ -69,7 +69,7 @@ def render_timestamps(text: str, windows: int = 1, window_seconds: float = WINDO
         return (f'<time datetime="PT{shifted}S" data-token="{seconds}{fraction}">'
                 f'{format_clock(float(shifted), digits)}</time>')
 
-    return _TOKEN.sub(readable, text)
+    return TIME_TOKEN.sub(readable, text)
 
 
 def restore_timestamps(text: str) -> str:
@@ -80,7 +80,7 @@ def restore_timestamps(text: str) -> str:
 
 def find_timestamps(text: str, windows: int = 1, window_seconds: float = WINDOW_SECONDS) -> list[float]:
     """Seconds of every timestamp token in ``text``, in order, at the whole file's time."""
-    times = [float(m.group(1) + (m.group(2) or "")) for m in _TOKEN.finditer(text)]
+    times = [float(m.group(1) + (m.group(2) or "")) for m in TIME_TOKEN.finditer(text)]
     return [t + offset for t, offset in zip(times, window_offsets(times, windows, window_seconds))]
 
 
@@ -113,15 +113,6 @@ class Clip:
         return f"{format_clock(self.start, 2)} – {format_clock(self.end, 2)}"
 
 
-def _write_wav(path: Path, samples: np.ndarray) -> None:
-    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-
-
 def cut_clips(reply: str, audio_path: str, out_dir: Path, limits: AudioLimits = AudioLimits(),
               decode: Callable[[str, AudioLimits], np.ndarray] = decode_audio) -> list[Clip]:
     """Cut a WAV clip of ``audio_path`` for every range the timestamps in ``reply`` name.
@@ -130,7 +121,7 @@ def cut_clips(reply: str, audio_path: str, out_dir: Path, limits: AudioLimits = 
     gives the samples (the backend's, whose cache already holds the file the reply was about).
     Raises the model layer's AudioError if the audio cannot be decoded.
     """
-    if not _TOKEN.search(reply):
+    if not TIME_TOKEN.search(reply):
         return []
     samples = decode(audio_path, limits)
     duration = len(samples) / SAMPLE_RATE
@@ -141,7 +132,7 @@ def cut_clips(reply: str, audio_path: str, out_dir: Path, limits: AudioLimits = 
     clips = []
     for n, (start, end) in enumerate(ranges, 1):
         path = folder / f"clip{n}_{start:.2f}-{end:.2f}.wav"
-        _write_wav(path, samples[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)])
+        write_wav(path, samples[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)])
         clips.append(Clip(start, end, path))
     logger.info("cut %d clip(s) from %s for %d timestamp(s)", len(clips), Path(audio_path).name, len(times))
     return clips

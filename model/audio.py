@@ -46,6 +46,7 @@ import shutil
 import stat
 import subprocess
 import time
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -676,3 +677,13 @@ def _format_bytes(n: int) -> str:
             text = f"{value:.1f}".removesuffix(".0")
             return f"{text} {unit}"
     raise AssertionError("unreachable")
+
+
+def write_wav(path: "str | os.PathLike[str]", samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """``samples`` (float, -1..1) as a 16-bit mono WAV: the clips the page cuts, records and generates."""
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(os.fspath(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.tobytes())

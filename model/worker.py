@@ -471,6 +471,12 @@ class ModelWorker:
         )
         return ReplyStream(self, request)
 
+    def voice_detector(self, settings: Any = None) -> Any:
+        """A new :class:`model.vad.VoiceDetector` (Silero VAD on the CPU) for one voice-mode session."""
+        from .vad import VadSettings, VoiceDetector
+
+        return VoiceDetector(settings or VadSettings())
+
     def decode_audio(self, path: str, limits: AudioLimits | None = None) -> Any:
         """``path`` decoded as the model uses it (16 kHz mono float32), through the content-keyed cache the
         worker's own requests use: the page's checks, its clips and the reply share one decode."""

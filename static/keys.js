@@ -70,6 +70,74 @@
       if (name) e.setAttribute("aria-label", name);
     });
   };
+  // Voice mode (app/voice.py): the switch starts Gradio's streaming microphone, kept out of sight, or stops
+  // it; where the browser gives the page no microphone, the line under the switch says why. Answers are
+  // read aloud with the browser's own speech synthesis when asked; talking, Stop and Clear silence it.
+  const voiceSays = chinese ? {
+    insecure: "浏览器只在 https:// 或 localhost 上允许使用麦克风，而本页是 {origin}：请用 https 或在本机打开（或用 --share 链接）。",
+    blocked: "浏览器拒绝了本页使用麦克风：请在地址栏的网站设置中允许麦克风，然后再打开语音模式。",
+    none: "找不到可用的麦克风（{reason}）。",
+  } : {
+    insecure: "Browsers allow the microphone only on https:// or localhost, and this page is {origin}: open it over https or on this machine (or use the --share link).",
+    blocked: "The browser has blocked the microphone for this page: allow it in the site settings next to the address, then switch voice mode on again.",
+    none: "No usable microphone was found ({reason}).",
+  };
+  const voiceProblem = (text) => {
+    const row = document.querySelector("#voice");
+    if (!row) return;
+    let line = document.querySelector("#voice-problem");
+    if (!line && text) {
+      line = document.createElement("p");
+      line.id = "voice-problem";
+      line.setAttribute("role", "alert");
+      row.after(line);
+    }
+    if (line) line.textContent = text;
+  };
+  const voiceOff = () => {
+    const box = document.querySelector("#voice-mode input");
+    if (box && box.checked) box.click();
+  };
+  const whenThere = (selector, then, tries = 100) => {
+    const found = document.querySelector(selector);
+    if (found) then(found);
+    else if (tries > 0) setTimeout(() => whenThere(selector, then, tries - 1), 50);
+  };
+  window.qwenVoice = {
+    toggle(on) {
+      if (!on) { // (a problem said when the switch went back off stays said)
+        const stop = document.querySelector("#voice-mic .stop-button");
+        if (stop) stop.click();
+        this.silence();
+        return;
+      }
+      voiceProblem("");
+      if (!window.isSecureContext || !(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) {
+        voiceProblem(voiceSays.insecure.replace("{origin}", location.origin));
+        voiceOff();
+        return;
+      }
+      navigator.mediaDevices.getUserMedia({ audio: true }).then((stream) => {
+        stream.getTracks().forEach((t) => t.stop());
+        whenThere("#voice-mic .record-button", (button) => button.click());
+      }).catch((error) => {
+        voiceProblem(error && error.name === "NotAllowedError" ? voiceSays.blocked
+          : voiceSays.none.replace("{reason}", (error && (error.message || error.name)) || "?"));
+        voiceOff();
+      });
+    },
+    speak(value) {
+      let text = "";
+      try { text = (JSON.parse(value || "{}").text || "").trim(); } catch (e) { return; }
+      if (!text || !window.speechSynthesis) return;
+      window.speechSynthesis.cancel();
+      window.speechSynthesis.speak(new SpeechSynthesisUtterance(text));
+    },
+    silence() {
+      if (window.speechSynthesis) window.speechSynthesis.cancel();
+    },
+  };
+
   let queued = false;
   new MutationObserver(() => {
     if (queued) return;

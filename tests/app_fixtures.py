@@ -148,7 +148,8 @@ class ScriptedWorker:
         messages = list(messages)
         self.calls.append(messages)
         audios = [
-            SimpleNamespace(source=os.path.basename(item["audio"]), seconds=1.0, windows=self.windows)
+            SimpleNamespace(source=os.path.basename(item["audio"]) if isinstance(item["audio"], str) else "samples",
+                            seconds=1.0, windows=self.windows)
             for m in messages if isinstance(m["content"], list) for item in m["content"] if item.get("type") == "audio"
         ]
         stream = ScriptedStream(self.reply(messages, len(self.calls)), self.delay, audios,
