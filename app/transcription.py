@@ -32,6 +32,7 @@ from model.params import GenerationParams
 from model.pauses import PauseWindows, Window
 
 from .backend import updates
+from .timestamps import TIME_TOKEN
 
 if TYPE_CHECKING:
     from .service import ChatService, Failed, Usage
@@ -144,11 +145,17 @@ class Transcription:
         self._closed = False
         self._released = False
 
+    @property
+    def timed(self) -> bool:
+        """Whether the model is asked to time its words: Qwen-Audio's base model with ``<|timestamps|>``
+        (its segments then follow those times, shifted to the recording's)."""
+        return self.service.is_base and self.service.info.model_family == "Qwen-Audio" and self.task == "transcribe"
+
     def messages(self, window: Window) -> list[dict[str, Any]]:
         """The request one window makes of the model (also what a test sends to compare)."""
         audio = {"type": "audio", "audio": window.samples}
         if self.service.is_base:
-            task = BaseTask(self.task, self.language if self.task == "transcribe" else "en")
+            task = BaseTask(self.task, self.language if self.task == "transcribe" else "en", self.timed)
             return [{"role": "user", "content": [audio, task.as_item()]}]
         return [{"role": "user", "content": [audio, {"type": "text", "text": instruction(self.task, self.language, self.prompt)}]}]
 
@@ -181,7 +188,9 @@ class Transcription:
                     try:
                         for piece in updates(stream, interval):
                             text += piece
-                            yield SegmentText(len(segments), piece)
+                            shown = strip_times(piece)
+                            if shown:
+                                yield SegmentText(len(segments), shown)
                     finally:
                         stream.close()
                     if self._closed or stream.finish_reason == "cancelled":
@@ -191,9 +200,10 @@ class Transcription:
                     prompt_tokens += int(stream.prompt_tokens or 0)
                     completion_tokens += int(stream.completion_tokens or 0)
                     ids = tuple(int(i) for i in (getattr(stream, "token_ids", None) or ()))
-                    segment = Segment(len(segments), round(window.start_s, 3), round(window.end_s, 3), text.strip(), ids)
-                    segments.append(segment)
-                    yield segment
+                    for start, end, words in timed_parts(text, window.start_s, window.end_s):
+                        segment = Segment(len(segments), round(start, 3), round(end, 3), words, ids)
+                        segments.append(segment)
+                        yield segment
                 done = window.end_s
                 yield Progress(done, self.total_seconds, count)
             if not self._closed:
@@ -223,6 +233,40 @@ class Transcription:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def strip_times(text: str) -> str:
+    """``text`` without the model's ``<|2.33|>`` time tokens."""
+    return TIME_TOKEN.sub("", text)
+
+
+def timed_parts(text: str, start: float, end: float) -> list[tuple[float, float, str]]:
+    """A window's reply as (start, end, text) parts in the recording's time. A reply with the model's time
+    tokens (Qwen-Audio: ``<|0.00|>words<|1.52|><|1.80|>more words<|3.10|>``) gives one part per timed
+    stretch, its times shifted by the window's start and kept inside the window; words before the first
+    time join the first stretch, and words after a closing time with no opening one start a stretch
+    there. A reply without a pair of times is one part: the whole window."""
+    pieces = TIME_TOKEN.split(text)  # text, whole seconds, fraction, text, whole seconds, fraction, ...
+    times = [float(pieces[i] + (pieces[i + 1] or "")) for i in range(1, len(pieces), 3)]
+    after = [pieces[i].strip() for i in range(3, len(pieces), 3)]
+    if len(times) < 2:
+        return [(start, end, strip_times(text).strip())]
+    at = lambda t: min(end, start + t)  # noqa: E731
+    parts: list[tuple[float, float, str]] = []
+    opened: float | None = None
+    words = pieces[0].strip()  # before the first time
+    for t, following in zip(times, after):
+        if opened is not None and words:  # a stretch closes here
+            parts.append((at(opened), at(t), words))
+            opened, words = (t, following) if following else (None, "")
+        else:  # a stretch opens here (or an empty one reopens)
+            opened, words = t, f"{words} {following}".strip()
+    if words:
+        if opened is not None:
+            parts.append((at(opened), end, words))
+        elif parts:
+            parts[-1] = (*parts[-1][:2], f"{parts[-1][2]} {words}")
+    return parts or [(start, end, strip_times(text).strip())]
 
 
 def limits_for(config: Any) -> AudioLimits:
