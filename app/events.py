@@ -35,9 +35,13 @@ GENERATE_GROUP = "generate"
 #: The input's file paths as a JSON list, computed in the browser from the input's value.
 PATHS_OF_INPUT = "(value) => JSON.stringify(((value && value.files) || []).map((f) => f && f.path).filter(Boolean))"
 #: Voice mode in the browser (static/keys.js): the switch starts or stops the microphone (or says why it
-#: cannot start), an answer is read aloud when asked, and talking or Stop silences it.
+#: cannot start); an answer that ran to its end is read aloud when asked (one that Stop, Clear or talking
+#: cut is not), and those silence it. These steps run in the browser alone: no request, so none is ever
+#: pending when the next question is sent (Gradio drops a validator's refusal while one is).
 VOICE_SWITCH_JS = "(on) => { window.qwenVoice && window.qwenVoice.toggle(on); return on; }"
-SPEAK_JS = "(value) => { window.qwenVoice && window.qwenVoice.speak(value); }"
+BEGIN_JS = "() => { window.qwenVoice && window.qwenVoice.begin(); }"
+SPEAK_JS = "(on) => { window.qwenVoice && window.qwenVoice.speakAnswer(on); }"
+CUT_JS = "() => { window.qwenVoice && window.qwenVoice.cut(); }"
 SILENCE_JS = "() => { window.qwenVoice && window.qwenVoice.silence(); }"
 
 
@@ -64,36 +68,39 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
         validator=handlers.validate_user_turn, **PRIVATE, **RAW,
     )
     reply = submitted.success(**answer)
-    spoken = dict(fn=voice.read_aloud, inputs=[ui.voice.read_aloud, ui.chatbot], outputs=[ui.voice.spoken], queue=False,
-                  show_progress="hidden", **PRIVATE, **RAW) if ui.voice and voice else {}
     reply.then(**idle)
-    if spoken:  # an answer that ran to its end (not one stopped or refused) is read aloud if asked
-        reply.success(**spoken)
+    # Read-aloud (voice mode's layout only): each answer starts uncut; one that ran to its end is read.
+    spoken = dict(fn=None, inputs=[ui.voice.read_aloud], outputs=None, js=SPEAK_JS, queue=False,
+                  **PRIVATE) if ui.voice and voice else {}
+    begin = dict(fn=None, inputs=None, outputs=None, js=BEGIN_JS, queue=False, **PRIVATE)
 
     # Regenerate (the button, or the last answer's own retry icon): drop the last answer, answer again.
     regenerate = dict(fn=handlers.prepare_regenerate, inputs=[ui.chatbot], outputs=[ui.chatbot, *lock],
                       validator=handlers.validate_regenerate, **PRIVATE, **RAW)
-    regenerated = ui.regen_btn.click(**regenerate).success(**respond)
+    prepared = [submitted, ui.regen_btn.click(**regenerate), ui.chatbot.retry(**regenerate)]
+    regenerated = prepared[1].success(**respond)
     regenerated.then(**idle)
-    retried = ui.chatbot.retry(**regenerate).success(**respond)
+    retried = prepared[2].success(**respond)
     retried.then(**idle)
     # Edit an earlier question (the chat's own pencil): the conversation goes on from there.
-    edited = ui.chatbot.edit(handlers.edit, [ui.chatbot], [ui.chatbot, *lock], **PRIVATE, **RAW).success(**respond)
+    prepared.append(ui.chatbot.edit(handlers.edit, [ui.chatbot], [ui.chatbot, *lock], **PRIVATE, **RAW))
+    edited = prepared[3].success(**respond)
     edited.then(**idle)
 
     running = [reply, regenerated, retried, edited]
-    if spoken:
-        for answered in (regenerated, retried, edited):
+    if spoken:  # an answer that ran to its end (not one cut by Stop, Clear or talking) is read aloud if asked
+        for step, answered in zip(prepared, running):
+            step.success(**begin)
             answered.success(**spoken)
     if ui.voice is not None and voice is not None:
-        running.append(wire_voice(ui, voice, answer, idle, spoken, running))
+        running.append(wire_voice(ui, voice, answer, idle, spoken, begin, running))
     # Stop and Clear answer once the cancelled reply has ended (see ChatHandlers.stop / clear).
     stop = idle | dict(fn=handlers.stop)
     ui.stop_btn.click(cancels=running, **stop)
     ui.textbox.stop(cancels=running, **stop)
     if ui.voice is not None:  # Stop and Clear silence read-aloud too
         for trigger in (ui.stop_btn.click, ui.textbox.stop, ui.clear_btn.click):
-            trigger(None, None, None, js=SILENCE_JS, queue=False, **PRIVATE)
+            trigger(None, None, None, js=CUT_JS, queue=False, **PRIVATE)
     # Undo (the button, or the last answer's own undo icon): the last question goes back into the input.
     for trigger in (ui.undo_btn.click, ui.chatbot.undo):
         trigger(handlers.undo, [ui.chatbot], [ui.chatbot, ui.textbox], **PRIVATE, **RAW)
@@ -127,7 +134,7 @@ def wire_events(ui: Layout, handlers: ChatHandlers, api: ChatApi, config: DemoCo
 
 
 def wire_voice(ui: Layout, voice: VoiceHandlers, answer: dict[str, Any], idle: dict[str, Any],
-               spoken: dict[str, Any], running: list[Any]) -> Any:
+               spoken: dict[str, Any], begin: dict[str, Any], running: list[Any]) -> Any:
     """Voice mode (see :mod:`app.voice`); returns the voice turn's reply event (for Stop and Clear to cancel)."""
     v = ui.voice
     assert v is not None
@@ -136,11 +143,12 @@ def wire_voice(ui: Layout, voice: VoiceHandlers, answer: dict[str, Any], idle: d
     v.mic.stream(voice.chunk, [v.mic], [v.status, v.speech, v.barge, v.utterance], stream_every=STREAM_EVERY_S,
                  time_limit=None, concurrency_limit=None, concurrency_id="voice", show_progress="hidden", **PRIVATE)
     v.speech.change(None, None, None, js=SILENCE_JS, queue=False, **PRIVATE)
-    v.spoken.change(None, [v.spoken], None, js=SPEAK_JS, queue=False, **PRIVATE)
+    v.barge.change(None, None, None, js=CUT_JS, queue=False, **PRIVATE)
     v.read_aloud.change(None, [v.read_aloud], None, js="(on) => { if (!on) window.qwenVoice && window.qwenVoice.silence(); }",
                         queue=False, **PRIVATE)
     turn = v.utterance.change(voice.add_turn, [v.utterance, ui.chatbot], [ui.chatbot, *ui.input_lock],
                               show_progress="hidden", **PRIVATE, **RAW)
+    turn.success(**begin)
     replied = turn.success(**answer)
     replied.then(**idle)
     replied.success(**spoken)

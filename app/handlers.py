@@ -138,7 +138,6 @@ class ChatHandlers:
         self._refused: dict[str | None, dict[str, str]] = {}  # per session: refused attachment -> why
         self._live_lock = threading.Lock()
         self._phase: dict[str | None, str] = {}  # per session with a live reply: "thinking" or "answering"
-        self._outcome: dict[str | None, str] = {}  # per session: how its latest reply ended ("done", "stopped"...)
         self._started: dict[str | None, int] = {}  # per session: replies started so far
         self.saved_dir = self.clips_dir.parent / "conversations"  # saved and loaded conversations
         self.saved_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +170,6 @@ class ChatHandlers:
     def end_session(self, request: gr.Request) -> None:
         """Gradio's ``unload``: the tab (or API client) is gone; delete the files only it used."""
         self._refused.pop(session_of(request), None)
-        self._outcome.pop(session_of(request), None)
         self._started.pop(session_of(request), None)
         if self.files is not None:
             self.files.end_session(session_of(request))
@@ -197,7 +195,6 @@ class ChatHandlers:
         with self._live_lock:
             self._live[session] = (reply, done)
             self._phase[session] = "thinking"
-            self._outcome[session] = "running"
             self._started[session] = self._started.get(session, 0) + 1
         try:
             with reply:
@@ -210,13 +207,9 @@ class ChatHandlers:
                     elif isinstance(event, Notice):
                         yield "notice", event
                     elif isinstance(event, Failed):
-                        self._outcome[session] = "failed"
                         raise refusal(sentence(event.error, lang))
                     elif event.reason == "cancelled":  # Stop or Clear closed it: they show what comes next
-                        self._outcome[session] = "stopped"
                         raise ReplyStopped()
-                    else:
-                        self._outcome[session] = "done"
         finally:
             with self._live_lock:
                 if self._live.get(session, (None,))[0] is reply:
@@ -227,11 +220,6 @@ class ChatHandlers:
     def started(self, session: str | None) -> int:
         """How many replies ``session`` has started (voice mode tells from it that its question got going)."""
         return self._started.get(session, 0)
-
-    def outcome(self, session: str | None) -> str | None:
-        """How ``session``'s latest reply ended: "done" (to its end or its length limit), "stopped",
-        "failed", "running" (not yet), or None (no reply yet)."""
-        return self._outcome.get(session)
 
     def phase(self, session: str | None) -> str | None:
         """"thinking" or "answering" while ``session`` has a reply under way (voice mode's status), else None."""

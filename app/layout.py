@@ -43,7 +43,6 @@ class VoiceLayout:
     speech: gr.Number
     barge: gr.Number
     utterance: gr.Textbox
-    spoken: gr.Textbox  # an answer for the browser to read aloud (JSON), set after it has ended
 
 
 def build_voice() -> VoiceLayout:
@@ -57,8 +56,7 @@ def build_voice() -> VoiceLayout:
     return VoiceLayout(mode=mode, read_aloud=read_aloud, status=status, mic=mic,
                        speech=gr.Number(0, visible=False, label="speech"),
                        barge=gr.Number(0, visible=False, label="barge"),
-                       utterance=gr.Textbox("", visible=False, label="utterance"),
-                       spoken=gr.Textbox("", visible=False, label="read aloud"))
+                       utterance=gr.Textbox("", visible=False, label="utterance"))
 
 
 @dataclass

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 import logging
 import os
 import tempfile
@@ -36,7 +35,7 @@ from model.audio import AudioLimits, decode_audio, write_wav
 from model.vad import SpeechStarted
 
 from .handlers import ChatHandlers, busy_updates, session_of, thinking
-from .history import Message, is_note, message_items, without_pending
+from .history import Message, without_pending
 from .i18n import language_of, say
 
 logger = logging.getLogger(__name__)
@@ -190,19 +189,3 @@ class VoiceHandlers:
     def barge_in(self, history: list[Message] | None, request: gr.Request) -> tuple[Any, ...]:
         """Talking stopped the answer being written: as Stop does (the cut answer marked as stopped)."""
         return self.chat.stop(history, request)
-
-    def read_aloud(self, on: bool, history: list[Message] | None, request: gr.Request) -> Any:
-        """After an answer: its text for the browser to speak (as JSON, numbered so that each is new), when
-        read-aloud is on and the answer ran to its end (one stopped by talking or Stop is not read)."""
-        session = session_of(request)
-        if not on or self.chat.outcome(session) != "done":
-            return gr.skip()
-        answer = next((m for m in reversed(history or []) if m.get("role") == "assistant" and not is_note(m)), None)
-        texts = [value for kind, value in message_items(answer) if kind == "text"] if answer else []
-        text = html.unescape(re.sub(r"<[^>]+>", "", " ".join(texts))).strip()
-        if not text:
-            return gr.skip()
-        with self._lock:
-            self._spoken = getattr(self, "_spoken", 0) + 1
-            n = self._spoken
-        return json.dumps({"n": n, "text": text})

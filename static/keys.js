@@ -126,10 +126,20 @@
         voiceOff();
       });
     },
-    speak(value) {
-      let text = "";
-      try { text = (JSON.parse(value || "{}").text || "").trim(); } catch (e) { return; }
-      if (!text || !window.speechSynthesis) return;
+    cutShort: false,
+    before: 0,
+    answers() {
+      return [...document.querySelectorAll("#chatbot [data-testid=bot] .message-content")]
+        .filter((e) => !e.closest(".thought-group")); // notes (the length limit, an error) are not answers
+    },
+    begin() { this.cutShort = false; this.before = this.answers().length; },
+    cut() { this.cutShort = true; this.silence(); },
+    speakAnswer(on) {
+      // Only a new answer (a refused question leaves none), and not one cut short.
+      const answers = this.answers();
+      if (!on || this.cutShort || answers.length <= this.before || !window.speechSynthesis) return;
+      const text = answers[answers.length - 1].innerText.trim();
+      if (!text) return;
       window.speechSynthesis.cancel();
       window.speechSynthesis.speak(new SpeechSynthesisUtterance(text));
     },
