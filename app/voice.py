@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 STREAM_EVERY_S = 0.25
 #: How long an utterance handed to the page counts as "thinking" before its reply starts (a refused one never does).
 HANDED_S = 5.0
-#: The states the status line shows (its data-state attribute; the page's CSS colours each).
-STATES = ("off", "listening", "hearing", "thinking", "answering")
 
 
 @dataclass
@@ -61,7 +59,8 @@ class VoiceSession:
 
 
 def status_html(state: str, lang: str) -> str:
-    """The status line: a dot and a word, announced politely to screen readers."""
+    """The status line for ``state`` (off, listening, hearing, thinking, answering: its data-state, which the
+    page's CSS colours): a dot and a word, announced politely to screen readers."""
     text = html.escape(say(f"voice_{state}", lang))
     return f'<div class="voice-status" data-state="{state}" role="status" aria-live="polite"><span class="dot"></span>{text}</div>'
 

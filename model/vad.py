@@ -9,9 +9,9 @@ probabilities into events as audio streams in:
 - :class:`Utterance` once a pause of ``pause_ms`` follows the speech: the speech with ``pad_ms`` of
   what came before and after it (the silence beyond is trimmed), and its times in the stream.
 
-Silero rather than WebRTC's VAD: on this project's prepared audio (``tests/test_vad.py``) WebRTC's
-detector (``webrtcvad-wheels`` 2.0.14, at every aggressiveness) called 100% of the frames of white noise
-and of a synthetic melody speech; Silero called none of them, and found the speech.
+Silero rather than WebRTC's VAD: in ``python -m bench.vad`` WebRTC's detector (``webrtcvad-wheels``
+2.0.14, aggressiveness 1 and 3) called 100% of the frames of white noise and of a synthetic melody
+speech; Silero called none of them, and found the speech (docs/PERFORMANCE.md).
 
 This module needs torch, so it lives in ``model/``; the page reaches it through the backend's
 ``voice_detector`` (the app layer never imports torch).
@@ -89,7 +89,7 @@ def load_model() -> Any:
         from silero_vad import load_silero_vad
     except ImportError as exc:  # pragma: no cover - a requirement; said in one sentence if missing
         raise RuntimeError("Voice mode needs the silero-vad package: pip install -r requirements.txt") from exc
-    with _MODEL_LOCK:  # torch.jit.load of one file from several threads at once is not needed
+    with _MODEL_LOCK:  # sessions switched on at the same moment load one at a time
         model = load_silero_vad()
     model.eval()
     return model
@@ -122,11 +122,6 @@ class VoiceDetector:
     def hearing(self) -> bool:
         """Whether confirmed speech is going on (for the page's "hearing you")."""
         return self._confirmed
-
-    @property
-    def seconds(self) -> float:
-        """How much audio has been judged."""
-        return self._frames * FRAME / SAMPLE_RATE
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         """Speech probability of each whole frame of ``samples`` (advances the model's state)."""
